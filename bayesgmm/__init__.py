@@ -1,0 +1,9 @@
+"""bayesgmm: Gaussian mixture models on JAX and NumPyro, by EM and by NUTS."""
+
+from . import datasets
+from .api import FitResult, Mixture
+from .priors import Prior
+from .select import Selection, select
+
+__all__ = ["FitResult", "Mixture", "Prior", "Selection", "datasets", "select"]
+__version__ = "0.1.0"

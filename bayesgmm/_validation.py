@@ -1,0 +1,182 @@
+"""Eager checks at the public boundary, outside ``jit``: clear ValueErrors, never NaN results.
+
+Every function copies what it returns, so the caller's arrays are never modified.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .init import INIT_METHODS
+from .params import COVARIANCE_TYPES
+
+
+def check_X(X, name: str = "X", n_features: int | None = None) -> np.ndarray:
+    """A float64 copy of ``X`` with shape (n_samples, n_features); 1-D input is one feature."""
+    try:
+        arr = np.array(X, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array, could not convert it: {exc}") from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 1-D array (n_samples,) or a 2-D array (n_samples, n_features), "
+            f"got an array with {arr.ndim} dimensions and shape {arr.shape}."
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(
+            f"{name} must have at least one row and one column, got shape {arr.shape}."
+        )
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.sum(~np.isfinite(arr)))
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite value(s); remove or impute them first."
+        )
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features, but the mixture was fitted with {n_features} features."
+        )
+    return arr
+
+
+def check_sample_weight(sample_weight, n_samples: int) -> np.ndarray:
+    """A float64 copy of non-negative weights of shape (n_samples,), not all zero."""
+    if sample_weight is None:
+        return np.ones(n_samples)
+    try:
+        w = np.array(sample_weight, dtype=np.float64, copy=True)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be a numeric array of shape (n_samples,).") from None
+    if w.ndim == 0:
+        w = np.full(n_samples, float(w))
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got shape {w.shape}.")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight contains NaN or infinite values.")
+    if np.any(w < 0):
+        raise ValueError(f"sample_weight must be non-negative, got a minimum of {w.min()}.")
+    if not np.any(w > 0):
+        raise ValueError("sample_weight must have at least one positive entry, got all zeros.")
+    return w
+
+
+def check_n_components(n_components) -> int:
+    if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
+        raise ValueError(f"n_components must be a positive integer, got {n_components!r}.")
+    if n_components < 1:
+        raise ValueError(f"n_components must be at least 1, got {n_components}.")
+    return int(n_components)
+
+
+def check_covariance_type(covariance_type) -> str:
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {', '.join(map(repr, COVARIANCE_TYPES))}, "
+            f"got {covariance_type!r}."
+        )
+    return covariance_type
+
+
+def check_init(init) -> str:
+    if init not in INIT_METHODS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INIT_METHODS))}, got {init!r}.")
+    return init
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def check_nonnegative_float(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}.") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a non-negative finite number, got {value!r}.")
+    return v
+
+
+def check_enough_samples(n_samples: int, sample_weight: np.ndarray, n_components: int) -> None:
+    if n_components > n_samples:
+        raise ValueError(
+            f"n_components={n_components} must not exceed n_samples={n_samples}: "
+            "a mixture needs at least one row per component."
+        )
+    if n_components > int(np.sum(sample_weight > 0)):
+        raise ValueError(
+            f"n_components={n_components} exceeds the {int(np.sum(sample_weight > 0))} rows "
+            "with positive sample_weight."
+        )
+
+
+def check_init_params(init_params, n_components: int, n_features: int, covariance_type: str):
+    """Validated copies (weights, means, covariances) of user-given starting parameters."""
+    if not isinstance(init_params, dict):
+        raise ValueError(
+            "init_params must be a dict with keys 'weights', 'means', 'covariances', "
+            f"got {type(init_params).__name__}."
+        )
+    missing = {"weights", "means", "covariances"} - set(init_params)
+    if missing:
+        raise ValueError(
+            f"init_params is missing {sorted(missing)}; it needs weights, means, covariances."
+        )
+    k, d = n_components, n_features
+    shapes = {
+        "weights": (k,),
+        "means": (k, d),
+        "covariances": {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[
+            covariance_type
+        ],
+    }
+    out = {}
+    for key, shape in shapes.items():
+        try:
+            arr = np.array(init_params[key], dtype=np.float64, copy=True)
+        except (TypeError, ValueError):
+            raise ValueError(f"init_params['{key}'] must be a numeric array.") from None
+        if key == "means" and d == 1 and arr.shape == (k,):
+            arr = arr[:, None]
+        if key == "covariances" and d == 1 and covariance_type == "full" and arr.shape == (k,):
+            arr = arr[:, None, None]
+        if arr.shape != shape:
+            raise ValueError(
+                f"init_params['{key}'] must have shape {shape} for n_components={k}, "
+                f"n_features={d}, covariance_type={covariance_type!r}; got shape {arr.shape}."
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"init_params['{key}'] contains NaN or infinite values.")
+        out[key] = arr
+    w = out["weights"]
+    if np.any(w <= 0) or not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+        raise ValueError(
+            f"init_params['weights'] must be positive and sum to 1, got sum {w.sum():.6g} "
+            f"and minimum {w.min():.6g}."
+        )
+    out["weights"] = w / w.sum()
+    cov = out["covariances"]
+    if covariance_type in ("full", "tied"):
+        mats = cov if covariance_type == "full" else cov[None]
+        for i, m in enumerate(mats):
+            if not np.allclose(m, m.T, rtol=1e-8, atol=1e-12) or not _is_pd(m):
+                where = f"[{i}]" if covariance_type == "full" else ""
+                raise ValueError(
+                    f"init_params['covariances']{where} must be symmetric positive definite."
+                )
+    elif np.any(cov <= 0):
+        raise ValueError("init_params['covariances'] (variances) must be positive.")
+    return out["weights"], out["means"], cov
+
+
+def _is_pd(m: np.ndarray) -> bool:
+    try:
+        np.linalg.cholesky(m)
+        return True
+    except np.linalg.LinAlgError:
+        return False

@@ -1,0 +1,455 @@
+"""The user-facing classes: ``Mixture`` (a model declaration) and ``FitResult`` (an EM fit)."""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
+
+from . import _validation as v
+from . import em
+from .model import mixture_model
+from .numerics import float_dtype
+from .params import GMMParams, full_covariances, make_params, n_parameters
+from .priors import Prior, PriorParams, cast_prior, resolve_prior
+from .stats import choose_block_size, map_blocks, weighted_log_prob
+
+
+def as_key(rng_key) -> Array:
+    """A JAX PRNG key from an int seed or an existing key."""
+    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
+        return jax.random.PRNGKey(int(rng_key))
+    if isinstance(rng_key, jax.Array):
+        return rng_key
+    raise ValueError(
+        f"rng_key must be an int seed or a jax.random key, got {type(rng_key).__name__}."
+    )
+
+
+class Mixture:
+    """A Gaussian mixture, declared once as a NumPyro model and fitted by EM or NUTS.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of mixture components K.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Structure of the covariances, with scikit-learn's shapes.
+    prior : None, "default" or Prior, default=None
+        ``None`` fits maximum likelihood. ``"default"`` uses the data-based conjugate prior of
+        Fraley & Raftery (2007); a :class:`Prior` sets hyperparameters explicitly.
+    reg_covar : float, default=1e-6
+        Added to the covariance diagonal in maximum-likelihood fits (as scikit-learn does).
+        Ignored with a prior, which regularises the covariances itself.
+
+    Examples
+    --------
+    >>> import bayesgmm as bg
+    >>> X = bg.datasets.load_faithful()
+    >>> res = bg.Mixture(2, prior="default").fit_em(X)
+    >>> res.means.shape
+    (2, 2)
+    """
+
+    def __init__(
+        self,
+        n_components: int,
+        covariance_type: str = "full",
+        prior: Prior | str | None = None,
+        reg_covar: float = 1e-6,
+    ) -> None:
+        self.n_components = v.check_n_components(n_components)
+        self.covariance_type = v.check_covariance_type(covariance_type)
+        if prior is not None and not (prior == "default" or isinstance(prior, Prior)):
+            raise ValueError(f"prior must be None, 'default' or a bayesgmm.Prior, got {prior!r}.")
+        self.prior = prior
+        self.reg_covar = v.check_nonnegative_float(reg_covar, "reg_covar")
+        # Data-based hyperparameters of the last fit, used by ``model(None)``.
+        self._last_prior: PriorParams | None = None
+        self._last_n_features: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Mixture(n_components={self.n_components}, covariance_type={self.covariance_type!r}, "
+            f"prior={self.prior!r}, reg_covar={self.reg_covar!r})"
+        )
+
+    # ------------------------------------------------------------------ the NumPyro model
+    def resolve_prior(
+        self, X: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> PriorParams | None:
+        """The prior's hyperparameters for data ``X`` (data-based defaults filled in)."""
+        Xa = v.check_X(X)
+        w = v.check_sample_weight(sample_weight, Xa.shape[0])
+        return resolve_prior(self.prior, Xa, w, self.n_components, self.covariance_type)
+
+    def model(
+        self, X=None, sample_weight=None, *, n_samples: int = 1, n_features: int | None = None
+    ):
+        """The NumPyro model of the mixture.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features) or (n_samples,), optional
+            Observations. ``None`` draws ``n_samples`` rows from the prior predictive; the data-based
+            prior defaults then come from the last fit, or from an explicit ``Prior(mean=, scale=)``.
+        sample_weight : array of shape (n_samples,), optional
+            Per-row weights of the log-likelihood.
+        n_samples : int, default=1
+            Rows to draw when ``X`` is None.
+        n_features : int, optional
+            Dimension when ``X`` is None and it cannot be inferred otherwise.
+
+        Sample sites (with a prior): ``weights`` (K,), ``means`` (K, D), ``covariances`` (per
+        covariance type), and the observed ``obs``.
+        """
+        dtype = jnp.result_type(float)
+        if X is not None:
+            if isinstance(X, jax.core.Tracer):
+                raise ValueError("Mixture.model needs concrete data X, not a traced array.")
+            Xa = v.check_X(X)
+            w = None if sample_weight is None else v.check_sample_weight(sample_weight, Xa.shape[0])
+            prior = resolve_prior(
+                self.prior,
+                Xa,
+                np.ones(Xa.shape[0]) if w is None else w,
+                self.n_components,
+                self.covariance_type,
+            )
+            d = Xa.shape[1]
+            X_in = jnp.asarray(Xa, dtype)
+            w_in = None if w is None else jnp.asarray(w, dtype)
+        else:
+            d, prior = self._predictive_setup(n_features)
+            X_in, w_in = None, None
+        mixture_model(
+            X_in,
+            w_in,
+            n_components=self.n_components,
+            n_features=d,
+            covariance_type=self.covariance_type,
+            prior=cast_prior(prior, dtype),
+            n_samples=n_samples,
+        )
+
+    def _predictive_setup(self, n_features):
+        p = self.prior
+        explicit = isinstance(p, Prior) and p.mean is not None and p.scale is not None
+        if explicit:
+            d = np.shape(p.mean)[0]
+            fake = np.zeros((max(self.n_components, 2), d))
+            return d, resolve_prior(
+                p, fake, np.ones(len(fake)), self.n_components, self.covariance_type
+            )
+        if self._last_n_features is not None and (n_features in (None, self._last_n_features)):
+            return self._last_n_features, self._last_prior
+        if p is None and n_features is not None:
+            return v.check_positive_int(n_features, "n_features"), None
+        raise ValueError(
+            "Mixture.model(None) draws from the prior predictive and needs to know the data's "
+            "scale: fit the mixture first, or pass Prior(mean=..., scale=...) "
+            "(with prior=None, pass n_features=...)."
+        )
+
+    # ------------------------------------------------------------------ EM
+    def fit_em(
+        self,
+        X: ArrayLike,
+        *,
+        rng_key: int | Array = 0,
+        n_init: int = 1,
+        init: str = "kmeans",
+        max_iter: int = 1000,
+        tol: float = 1e-6,
+        sample_weight: ArrayLike | None = None,
+        init_params: dict | None = None,
+    ) -> FitResult:
+        """Fit maximum-likelihood (``prior=None``) or MAP estimates by EM.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features) or (n_samples,)
+        rng_key : int or jax.random key, default=0
+        n_init : int, default=1
+            Restarts, run together under ``vmap``; the best objective wins.
+        init : {"kmeans", "kmeans++", "random", "random_from_data"}, default="kmeans"
+        max_iter : int, default=1000
+            Maximum number of iterations (E-step + M-step).
+        tol : float, default=1e-6
+            Stop when the objective per sample changes by less than ``tol``.
+        sample_weight : array of shape (n_samples,), optional
+            Non-negative row weights; integer weights equal repeating rows.
+        init_params : dict, optional
+            ``dict(weights=, means=, covariances=)`` to start from; the first E-step uses them.
+
+        Returns
+        -------
+        FitResult
+        """
+        Xa = v.check_X(X)
+        n, d = Xa.shape
+        w = v.check_sample_weight(sample_weight, n)
+        v.check_enough_samples(n, w, self.n_components)
+        init = v.check_init(init)
+        n_init = v.check_positive_int(n_init, "n_init")
+        max_iter = v.check_positive_int(max_iter, "max_iter")
+        tol = v.check_nonnegative_float(tol, "tol")
+        key = as_key(rng_key)
+        prior = resolve_prior(self.prior, Xa, w, self.n_components, self.covariance_type)
+        if prior is not None and prior.alpha < 1:
+            raise ValueError(
+                f"Prior weight_concentration must be >= 1 for EM, got {float(prior.alpha)}: below 1 "
+                "the posterior mode lies on the boundary of the simplex. NUTS accepts any positive value."
+            )
+        ip = None
+        if init_params is not None:
+            ip = v.check_init_params(init_params, self.n_components, d, self.covariance_type)
+            n_init = 1
+
+        dtype = float_dtype()
+        out = em.fit(
+            jnp.asarray(Xa, dtype),
+            jnp.asarray(w, dtype),
+            key,
+            jnp.asarray(tol, dtype),
+            jnp.asarray(self.reg_covar, dtype),
+            cast_prior(prior, dtype),
+            None if ip is None else tuple(jnp.asarray(a, dtype) for a in ip),
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            init=init,
+            max_iter=max_iter,
+            n_init=n_init,
+            block_size=choose_block_size(n, self.n_components, d),
+        )
+        out = jax.device_get(out)
+        best = self._best_restart(out)
+        self._last_prior, self._last_n_features = prior, d
+        take = partial(_take, best)
+        n_iter = int(out.n_iter[best])
+        params = jax.tree.map(lambda a: jnp.asarray(take(a)), out.params)
+        return FitResult(
+            mixture=self,
+            params_internal=GMMParams(*params),
+            n_iter=n_iter,
+            converged=bool(out.converged[best]),
+            log_likelihood=float(out.log_likelihood[best]),
+            objective=float(out.objective[best]),
+            history=np.asarray(out.history[best][1 : n_iter + 1]),
+            prior=prior,
+            n_features_in=d,
+        )
+
+    def _best_restart(self, out) -> int:
+        ok = ~np.asarray(out.singular) & np.isfinite(out.objective)
+        if not np.any(ok):
+            i = int(np.asarray(out.n_iter)[0])
+            hint = (
+                "use a prior (Mixture(..., prior='default')) to keep covariances away from zero, "
+                f"or a larger reg_covar (now {self.reg_covar:g})"
+            )
+            raise ValueError(
+                "EM failed: a component's covariance became singular after "
+                f"{i} iteration(s): the component collapsed onto a few (nearly) repeated points, "
+                f"so its variance went to zero. To fix it, {hint}."
+            )
+        if not np.all(ok):
+            warnings.warn(
+                f"{int(np.sum(~ok))} of {len(ok)} restarts ended in a singular covariance and were "
+                "discarded; a prior (prior='default') avoids this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        objective = np.where(ok, out.objective, -np.inf)
+        return int(np.argmax(objective))
+
+    # NUTS lives in bayesgmm.nuts; attached there to keep this module free of MCMC code.
+
+
+def _take(i, a):
+    return np.asarray(a)[i]
+
+
+@partial(jax.jit, static_argnames=("covariance_type", "block_size"))
+def _weighted_log_prob(X, params: GMMParams, covariance_type: str, block_size: int) -> Array:
+    return map_blocks(lambda xb: weighted_log_prob(xb, params, covariance_type), X, block_size)
+
+
+class FitResult:
+    """The outcome of :meth:`Mixture.fit_em`.
+
+    Attributes
+    ----------
+    weights : array of shape (n_components,)
+    means : array of shape (n_components, n_features)
+    covariances : array
+        full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
+    precisions_cholesky : array
+        Same shape as ``covariances``; as scikit-learn's ``precisions_cholesky_``.
+    params : dict
+        ``weights``, ``means``, ``covariances``: the NumPyro model's sites.
+    covariance_type : str
+    n_iter : int
+    converged : bool
+    log_likelihood : float
+        Total (weighted) log-likelihood of the data at the returned parameters.
+    objective : float
+        ``log_likelihood`` plus the log-prior: the model's log joint density at ``params``.
+    history : ndarray of shape (n_iter,)
+        The objective after each iteration.
+    """
+
+    def __init__(
+        self,
+        *,
+        mixture: Mixture,
+        params_internal: GMMParams,
+        n_iter: int,
+        converged: bool,
+        log_likelihood: float,
+        objective: float,
+        history: np.ndarray,
+        prior: PriorParams | None,
+        n_features_in: int,
+    ) -> None:
+        self.mixture = mixture
+        self._params = params_internal
+        self.covariance_type = mixture.covariance_type
+        self.n_iter = n_iter
+        self.converged = converged
+        self.log_likelihood = log_likelihood
+        self.objective = objective
+        self.history = history
+        self.prior = prior
+        self.n_features_in = n_features_in
+
+    @classmethod
+    def from_params(cls, mixture: Mixture, weights, means, covariances) -> FitResult:
+        """A result object for given parameters (no fitting), e.g. to score or sample."""
+        dtype = float_dtype()
+        means = jnp.asarray(means, dtype)
+        if means.ndim == 1:
+            means = means[:, None]
+        p = make_params(
+            jnp.asarray(weights, dtype),
+            means,
+            jnp.asarray(covariances, dtype),
+            mixture.covariance_type,
+        )
+        return cls(
+            mixture=mixture,
+            params_internal=p,
+            n_iter=0,
+            converged=False,
+            log_likelihood=float("nan"),
+            objective=float("nan"),
+            history=np.zeros(0),
+            prior=None,
+            n_features_in=means.shape[1],
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"FitResult(n_components={self.n_components}, covariance_type={self.covariance_type!r}, "
+            f"log_likelihood={self.log_likelihood:.6g}, objective={self.objective:.6g}, "
+            f"n_iter={self.n_iter}, converged={self.converged})"
+        )
+
+    @property
+    def n_components(self) -> int:
+        return self.mixture.n_components
+
+    @property
+    def weights(self) -> Array:
+        return self._params.weights
+
+    @property
+    def means(self) -> Array:
+        return self._params.means
+
+    @property
+    def covariances(self) -> Array:
+        return self._params.covariances
+
+    @property
+    def precisions_cholesky(self) -> Array:
+        return self._params.precisions_chol
+
+    @property
+    def params(self) -> dict[str, Array]:
+        return {"weights": self.weights, "means": self.means, "covariances": self.covariances}
+
+    @property
+    def n_parameters(self) -> int:
+        return n_parameters(self.n_components, self.n_features_in, self.covariance_type)
+
+    # ------------------------------------------------------------------ scoring
+    def _log_prob(self, X) -> Array:
+        Xa = v.check_X(X, n_features=self.n_features_in)
+        dtype = self.means.dtype
+        block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
+        return _weighted_log_prob(jnp.asarray(Xa, dtype), self._params, self.covariance_type, block)
+
+    def score_samples(self, X: ArrayLike) -> Array:
+        """Log-density of each row under the mixture: shape (n_samples,)."""
+        return logsumexp(self._log_prob(X), axis=1)
+
+    def score(self, X: ArrayLike) -> float:
+        """Mean log-likelihood per sample."""
+        return float(jnp.mean(self.score_samples(X)))
+
+    def predict_proba(self, X: ArrayLike) -> Array:
+        """Posterior component probabilities (responsibilities): shape (n_samples, n_components)."""
+        lp = self._log_prob(X)
+        return jnp.exp(lp - logsumexp(lp, axis=1, keepdims=True))
+
+    def predict(self, X: ArrayLike) -> Array:
+        """The most probable component of each row: shape (n_samples,)."""
+        return jnp.argmax(self._log_prob(X), axis=1)
+
+    def bic(self, X: ArrayLike) -> float:
+        """Bayesian information criterion, scikit-learn's sign (lower is better).
+
+        For MAP fits the log-likelihood is taken at the MAP estimate, as mclust does.
+        """
+        n = v.check_X(X, n_features=self.n_features_in).shape[0]
+        total = float(jnp.sum(self.score_samples(X)))
+        return -2 * total + self.n_parameters * np.log(n)
+
+    def aic(self, X: ArrayLike) -> float:
+        """Akaike information criterion (lower is better)."""
+        total = float(jnp.sum(self.score_samples(X)))
+        return -2 * total + 2 * self.n_parameters
+
+    def sample(self, n_samples: int = 1, rng_key: int | Array = 0) -> tuple[Array, Array]:
+        """Draw ``n_samples`` rows from the fitted mixture: ``(X_new, labels)``."""
+        n_samples = v.check_positive_int(n_samples, "n_samples")
+        k1, k2 = jax.random.split(as_key(rng_key))
+        labels = jax.random.categorical(k1, jnp.log(self.weights), shape=(n_samples,))
+        d = self.n_features_in
+        cov = full_covariances(self.covariances, self.covariance_type, self.n_components, d)
+        chol = jnp.linalg.cholesky(cov)
+        z = jax.random.normal(k2, (n_samples, d), self.means.dtype)
+        X_new = self.means[labels] + jnp.einsum("nde,ne->nd", chol[labels], z)
+        return X_new, labels
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python summary (lists and floats), e.g. for JSON."""
+        return {
+            "n_components": self.n_components,
+            "covariance_type": self.covariance_type,
+            "weights": np.asarray(self.weights).tolist(),
+            "means": np.asarray(self.means).tolist(),
+            "covariances": np.asarray(self.covariances).tolist(),
+            "log_likelihood": self.log_likelihood,
+            "objective": self.objective,
+            "n_iter": self.n_iter,
+            "converged": self.converged,
+        }

@@ -1,0 +1,116 @@
+"""Starting parameters: k-means, k-means++ seeding, random responsibilities, random data points.
+
+Every start ends in one M-step from (hard or soft) responsibilities, as scikit-learn does.
+``"kmeans++"`` and ``"random_from_data"`` choose K centres (by D^2 seeding or uniformly among
+the rows) and assign every row to its nearest centre; scikit-learn instead gives each chosen row
+alone to its component, which starts every covariance at ``reg_covar``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from .mstep import m_step
+from .params import GMMParams
+from .priors import PriorParams
+from .stats import accumulate
+
+INIT_METHODS = ("kmeans", "kmeans++", "random", "random_from_data")
+_KMEANS_MAX_ITER = 100
+
+
+def _flat(X_blocks: Array, w_blocks: Array) -> tuple[Array, Array]:
+    return X_blocks.reshape(-1, X_blocks.shape[-1]), w_blocks.reshape(-1)
+
+
+def kmeans_plusplus(rng_key: Array, X: Array, w: Array, n_components: int) -> Array:
+    """D^2 seeding (Arthur & Vassilvitskii 2007), weighted by ``w``: centres (K, D)."""
+    first_key, loop_key = jax.random.split(rng_key)
+    n = X.shape[0]
+    first = jax.random.choice(first_key, n, p=w / jnp.sum(w))
+    centers = jnp.zeros((n_components, X.shape[1]), X.dtype).at[0].set(X[first])
+    d2 = jnp.sum((X - X[first]) ** 2, axis=1)
+
+    def body(k, carry):
+        centers, d2, key = carry
+        key, sub = jax.random.split(key)
+        p = w * d2
+        total = jnp.sum(p)
+        # All remaining mass at distance 0 (fewer distinct rows than K): fall back on w.
+        p = jnp.where(total > 0, p / jnp.where(total > 0, total, 1), w / jnp.sum(w))
+        idx = jax.random.choice(sub, n, p=p)
+        d2 = jnp.minimum(d2, jnp.sum((X - X[idx]) ** 2, axis=1))
+        return centers.at[k].set(X[idx]), d2, key
+
+    centers, _, _ = jax.lax.fori_loop(1, n_components, body, (centers, d2, loop_key))
+    return centers
+
+
+def _nearest_resp_fn(centers: Array):
+    k = centers.shape[0]
+
+    def resp_fn(xb, xc, i):
+        del xb, i
+        labels = jnp.argmin(jnp.sum(xc * xc, axis=-1), axis=1)
+        return jax.nn.one_hot(labels, k, dtype=xc.dtype), jnp.zeros(xc.shape[0], xc.dtype)
+
+    return resp_fn
+
+
+def lloyd(X_blocks: Array, w_blocks: Array, centers: Array) -> Array:
+    """Weighted Lloyd iterations until the centres stop moving (at most 100)."""
+
+    def cond(carry):
+        it, _, shift = carry
+        return (it < _KMEANS_MAX_ITER) & (shift > 0)
+
+    def body(carry):
+        it, c, _ = carry
+        st = accumulate(X_blocks, w_blocks, c, _nearest_resp_fn(c), "spherical")
+        # Empty clusters keep their centre.
+        new = c + jnp.where(st.nk[:, None] > 0, st.s1 / jnp.maximum(st.nk, 1e-30)[:, None], 0)
+        return it + 1, new, jnp.max(jnp.abs(new - c))
+
+    _, centers, _ = jax.lax.while_loop(cond, body, (0, centers, jnp.array(jnp.inf, centers.dtype)))
+    return centers
+
+
+def initial_params(
+    rng_key: Array,
+    X_blocks: Array,
+    w_blocks: Array,
+    n_components: int,
+    init: str,
+    prior: PriorParams | None,
+    reg_covar: Array,
+    covariance_type: str,
+) -> GMMParams:
+    """Starting parameters by ``init``; one M-step from the starting responsibilities."""
+    X, w = _flat(X_blocks, w_blocks)
+    if init in ("kmeans", "kmeans++"):
+        centers = kmeans_plusplus(rng_key, X, w, n_components)
+        if init == "kmeans":
+            centers = lloyd(X_blocks, w_blocks, centers)
+        resp_fn = _nearest_resp_fn(centers)
+    elif init == "random_from_data":
+        p = (w > 0) / jnp.sum(w > 0)
+        idx = jax.random.choice(rng_key, X.shape[0], (n_components,), replace=False, p=p)
+        centers = X[idx]
+        resp_fn = _nearest_resp_fn(centers)
+    elif init == "random":
+        centers = jnp.zeros((n_components, X.shape[1]), X.dtype)
+
+        def resp_fn(xb, xc, i):
+            u = jax.random.uniform(
+                jax.random.fold_in(rng_key, i), (xb.shape[0], n_components), xb.dtype
+            )
+            return u / jnp.sum(u, axis=1, keepdims=True), jnp.zeros(xb.shape[0], xb.dtype)
+
+        # Statistics about the data mean keep the scatter accurate.
+        centers = centers + jnp.sum(w[:, None] * X, axis=0) / jnp.sum(w)
+    else:  # pragma: no cover - validated at the surface
+        raise ValueError(f"unknown init {init!r}")
+    stats = accumulate(X_blocks, w_blocks, centers, resp_fn, covariance_type)
+    return m_step(stats, centers, prior, reg_covar, covariance_type)

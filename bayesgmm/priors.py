@@ -1,0 +1,268 @@
+"""The conjugate prior: user-facing hyperparameters, their data-based defaults, and the log-prior.
+
+The prior (see ``docs/design.md``) is
+
+- weights ~ Dirichlet(alpha, ..., alpha)
+- full:      covariances[k] ~ InverseWishart(nu, Psi);  means[k] | cov ~ Normal(m0, cov[k] / kappa)
+- tied:      covariances ~ InverseWishart(nu, Psi);     means[k] | cov ~ Normal(m0, cov / kappa)
+- diag:      covariances[k, d] ~ InverseGamma(nu / 2, Psi_dd / 2);  means[k, d] ~ Normal(m0_d, cov[k, d] / kappa)
+- spherical: covariances[k] ~ InverseGamma(nu / 2, s / 2), s = trace(Psi) / D;
+             means[k] ~ Normal(m0, cov[k] / kappa * I)
+
+In one dimension the four coincide. Defaults follow Fraley & Raftery (2007), as mclust's
+``priorControl()``: kappa = 0.01, m0 = the data mean, nu = D + 2, Psi = cov(data) / K^(2/D),
+alpha = 1 (a flat Dirichlet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.scipy.special import gammaln, multigammaln
+
+from .params import GMMParams, log_det_precision_chol
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Hyperparameters of the conjugate prior; ``None`` entries take data-based defaults.
+
+    Parameters
+    ----------
+    weight_concentration : float, default=1.0
+        Concentration ``alpha`` of the symmetric Dirichlet on the weights. MAP fits by EM need
+        ``alpha >= 1`` (below 1 the mode sits on the boundary of the simplex).
+    mean_precision : float, default=0.01
+        ``kappa``: the prior on a mean has covariance ``cov / kappa``.
+    mean : array of shape (n_features,), optional
+        Prior mean ``m0``; defaults to the (weighted) data mean.
+    degrees_of_freedom : float, optional
+        ``nu``; defaults to ``n_features + 2``. Must exceed ``n_features - 1``.
+    scale : array of shape (n_features, n_features), optional
+        ``Psi``; defaults to ``cov(data) / n_components ** (2 / n_features)``. For ``diag`` a
+        vector of shape (n_features,) is accepted too, and for ``spherical`` a positive scalar.
+    """
+
+    weight_concentration: float = 1.0
+    mean_precision: float = 0.01
+    mean: Any = None
+    degrees_of_freedom: float | None = None
+    scale: Any = None
+
+
+class PriorParams(NamedTuple):
+    """Resolved hyperparameters as arrays; a pytree passed into compiled code."""
+
+    alpha: Array  # shape=(), Dirichlet concentration
+    kappa: Array  # shape=(), mean precision
+    mean: Array  # shape=(D,)
+    dof: Array  # shape=(), nu
+    scale: Array  # full/tied (D, D); diag (D,); spherical ()
+
+
+def _positive_scalar(value, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"Prior {name} must be a positive number, got {value!r}.") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"Prior {name} must be a positive finite number, got {value!r}.")
+    return v
+
+
+def data_moments(X: np.ndarray, sample_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and covariance (frequency weights, divisor sum(w) - 1 as R's ``var``)."""
+    w = sample_weight
+    total = w.sum()
+    mean = (w @ X) / total
+    xc = X - mean
+    denom = total - 1.0 if total > 1.0 else total
+    cov = (xc * w[:, None]).T @ xc / denom
+    return mean, cov
+
+
+def resolve_prior(
+    prior: Prior | str | None,
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    covariance_type: str,
+) -> PriorParams | None:
+    """Validate ``prior`` and fill in the data-based defaults, in NumPy float64.
+
+    Returns ``None`` for maximum likelihood (``prior=None``).
+    """
+    if prior is None:
+        return None
+    if isinstance(prior, str):
+        if prior != "default":
+            raise ValueError(f"prior must be None, 'default' or a bayesgmm.Prior, got {prior!r}.")
+        prior = Prior()
+    if not isinstance(prior, Prior):
+        raise ValueError(
+            f"prior must be None, 'default' or a bayesgmm.Prior, got {type(prior).__name__}."
+        )
+    d = X.shape[1]
+    alpha = _positive_scalar(prior.weight_concentration, "weight_concentration")
+    kappa = _positive_scalar(prior.mean_precision, "mean_precision")
+    need_data = prior.mean is None or prior.scale is None
+    if need_data:
+        data_mean, data_cov = data_moments(X, sample_weight)
+
+    if prior.mean is None:
+        mean = data_mean
+    else:
+        mean = (
+            np.asarray(prior.mean, dtype=np.float64).reshape(-1)
+            if np.ndim(prior.mean) <= 1
+            else None
+        )
+        if mean is None or mean.shape != (d,):
+            raise ValueError(
+                f"Prior mean must have shape ({d},) to match n_features={d}, "
+                f"got shape {np.shape(prior.mean)}."
+            )
+        if not np.all(np.isfinite(mean)):
+            raise ValueError("Prior mean must be finite, got NaN or inf.")
+
+    if prior.degrees_of_freedom is None:
+        dof = d + 2.0
+    else:
+        dof = _positive_scalar(prior.degrees_of_freedom, "degrees_of_freedom")
+        if dof <= d - 1:
+            raise ValueError(
+                f"Prior degrees_of_freedom must be greater than n_features - 1 = {d - 1}, got {dof}."
+            )
+
+    if prior.scale is None:
+        scale = data_cov / n_components ** (2.0 / d)
+        try:
+            np.linalg.cholesky(scale)
+            ok = np.all(np.isfinite(scale))
+        except np.linalg.LinAlgError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                "The default prior scale (data covariance / K^(2/D)) is not positive definite: "
+                "the data have a constant column, linearly dependent columns or too few rows. "
+                "Pass bayesgmm.Prior(scale=...) with a positive definite matrix."
+            )
+    else:
+        scale = _check_scale(prior.scale, d, covariance_type)
+
+    if covariance_type in ("full", "tied"):
+        scale_arr = scale
+    elif covariance_type == "diag":
+        scale_arr = np.diagonal(scale).copy() if scale.ndim == 2 else scale
+    else:
+        if scale.ndim == 2:
+            scale_arr = np.asarray(np.trace(scale) / d)
+        elif scale.ndim == 1:
+            scale_arr = np.asarray(scale.mean())
+        else:
+            scale_arr = scale
+    return PriorParams(
+        np.asarray(alpha), np.asarray(kappa), mean, np.asarray(dof), np.asarray(scale_arr)
+    )
+
+
+def _check_scale(value, d: int, covariance_type: str) -> np.ndarray:
+    scale = np.array(value, dtype=np.float64)
+    allowed = {"full": "(D, D)", "tied": "(D, D)", "diag": "(D, D) or (D,)"}.get(
+        covariance_type, "(D, D), (D,) or a scalar"
+    )
+    if not np.all(np.isfinite(scale)):
+        raise ValueError("Prior scale must be finite, got NaN or inf.")
+    if scale.ndim == 2 and scale.shape == (d, d):
+        if not np.allclose(scale, scale.T, rtol=1e-10, atol=1e-12 * np.abs(scale).max()):
+            raise ValueError(
+                "Prior scale must be a symmetric positive definite matrix; it is not symmetric."
+            )
+        try:
+            np.linalg.cholesky(scale)
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "Prior scale must be a symmetric positive definite matrix; it is not positive definite."
+            ) from None
+        return scale
+    ok_vector = scale.ndim == 1 and scale.shape == (d,) and covariance_type in ("diag", "spherical")
+    ok_scalar = scale.ndim == 0 and covariance_type == "spherical"
+    if ok_vector or ok_scalar:
+        if np.any(scale <= 0):
+            raise ValueError(f"Prior scale entries must be positive, got {value!r}.")
+        return scale
+    raise ValueError(
+        f"Prior scale for covariance_type={covariance_type!r} must have shape {allowed} with "
+        f"D={d}, got shape {scale.shape}."
+    )
+
+
+def cast_prior(prior: PriorParams | None, dtype) -> PriorParams | None:
+    """The resolved prior as JAX arrays of ``dtype``."""
+    if prior is None:
+        return None
+    return PriorParams(*(jnp.asarray(v, dtype=dtype) for v in prior))
+
+
+# --------------------------------------------------------------------------------------------
+# Log-densities, written out here so that the numerics do not depend on NumPyro. The tests
+# check them against NumPyro's and SciPy's.
+
+
+def _log_dirichlet(weights: Array, alpha: Array) -> Array:
+    k = weights.shape[-1]
+    return gammaln(k * alpha) - k * gammaln(alpha) + (alpha - 1) * jnp.sum(jnp.log(weights))
+
+
+def _log_inverse_wishart(prec_chol: Array, dof: Array, scale: Array) -> Array:
+    """log IW(cov | dof, scale) for cov = (U U^T)^{-1}, ``U = prec_chol`` (..., D, D)."""
+    d = scale.shape[-1]
+    scale_chol = jnp.linalg.cholesky(scale)
+    log_det_scale = 2 * jnp.sum(jnp.log(jnp.diagonal(scale_chol)))
+    log_det_cov = -2 * log_det_precision_chol(prec_chol, "full", d)
+    # tr(Psi cov^{-1}) = tr(L L^T U U^T) = ||L^T U||_F^2
+    tr = jnp.sum(jnp.square(jnp.einsum("ed,...ef->...df", scale_chol, prec_chol)), axis=(-2, -1))
+    return (
+        0.5 * dof * log_det_scale
+        - 0.5 * dof * d * jnp.log(2.0)
+        - multigammaln(0.5 * dof, d)
+        - 0.5 * (dof + d + 1) * log_det_cov
+        - 0.5 * tr
+    )
+
+
+def _log_inverse_gamma(var: Array, shape: Array, rate: Array) -> Array:
+    return shape * jnp.log(rate) - gammaln(shape) - (shape + 1) * jnp.log(var) - rate / var
+
+
+def log_prior(params: GMMParams, prior: PriorParams, covariance_type: str) -> Array:
+    """log p(weights, means, covariances) under the conjugate prior: a scalar."""
+    k, d = params.means.shape
+    lp = _log_dirichlet(params.weights, prior.alpha)
+    diff = params.means - prior.mean
+    pc = params.precisions_chol
+    half_log_2pi = 0.5 * jnp.log(2 * jnp.pi)
+    if covariance_type in ("full", "tied"):
+        lp += jnp.sum(_log_inverse_wishart(pc, prior.dof, prior.scale))
+        y = jnp.einsum("kd,kde->ke", diff, pc) if covariance_type == "full" else diff @ pc
+        log_det = log_det_precision_chol(pc, covariance_type, d)
+        log_norm = k * d * (0.5 * jnp.log(prior.kappa) - half_log_2pi) + jnp.sum(
+            jnp.broadcast_to(log_det, (k,))
+        )
+        lp += log_norm - 0.5 * prior.kappa * jnp.sum(y * y)
+    else:
+        var = params.covariances
+        var_kd = var if covariance_type == "diag" else var[:, None]
+        lp += jnp.sum(
+            jnp.broadcast_to(_log_inverse_gamma(var, 0.5 * prior.dof, 0.5 * prior.scale), var.shape)
+        )
+        lp += jnp.sum(
+            0.5 * jnp.log(prior.kappa / var_kd)
+            - half_log_2pi
+            - 0.5 * prior.kappa * diff**2 / var_kd
+        )
+    return lp
