@@ -194,87 +194,147 @@ class Mixture:
         FitResult
         """
         Xa = v.check_X(X)
-        n, d = Xa.shape
-        w = v.check_sample_weight(sample_weight, n)
-        v.check_enough_samples(n, w, self.n_components)
-        init = v.check_init(init)
-        n_init = v.check_positive_int(n_init, "n_init")
-        max_iter = v.check_positive_int(max_iter, "max_iter")
-        tol = v.check_nonnegative_float(tol, "tol")
-        key = as_key(rng_key)
-        prior = resolve_prior(self.prior, Xa, w, self.n_components, self.covariance_type)
-        if prior is not None and prior.alpha < 1:
-            raise ValueError(
-                f"Prior weight_concentration must be >= 1 for EM, got {float(prior.alpha)}: below 1 "
-                "the posterior mode lies on the boundary of the simplex. NUTS accepts any positive value."
-            )
+        w = v.check_sample_weight(sample_weight, Xa.shape[0])
         ip = None
         if init_params is not None:
-            ip = v.check_init_params(init_params, self.n_components, d, self.covariance_type)
-            n_init = 1
-
-        dtype = float_dtype()
-        out = em.fit(
-            jnp.asarray(Xa, dtype),
-            jnp.asarray(w, dtype),
-            key,
-            jnp.asarray(tol, dtype),
-            jnp.asarray(self.reg_covar, dtype),
-            cast_prior(prior, dtype),
-            None if ip is None else tuple(jnp.asarray(a, dtype) for a in ip),
-            n_components=self.n_components,
-            covariance_type=self.covariance_type,
+            ip = v.check_init_params(
+                init_params, self.n_components, Xa.shape[1], self.covariance_type
+            )
+        (res,) = fit_candidates(
+            self,
+            Xa,
+            w,
+            [self.n_components],
+            rng_key=rng_key,
+            n_init=n_init,
             init=init,
             max_iter=max_iter,
-            n_init=n_init,
-            block_size=choose_block_size(n, self.n_components, d),
+            tol=tol,
+            init_params=ip,
+            raise_singular=True,
         )
-        out = jax.device_get(out)
-        best = self._best_restart(out)
-        self._last_prior, self._last_n_features = prior, d
-        take = partial(_take, best)
-        n_iter = int(out.n_iter[best])
-        params = jax.tree.map(lambda a: jnp.asarray(take(a)), out.params)
-        return FitResult(
-            mixture=self,
-            params_internal=GMMParams(*params),
-            n_iter=n_iter,
-            converged=bool(out.converged[best]),
-            log_likelihood=float(out.log_likelihood[best]),
-            objective=float(out.objective[best]),
-            history=np.asarray(out.history[best][1 : n_iter + 1]),
-            prior=prior,
-            n_features_in=d,
-        )
-
-    def _best_restart(self, out) -> int:
-        ok = ~np.asarray(out.singular) & np.isfinite(out.objective)
-        if not np.any(ok):
-            i = int(np.asarray(out.n_iter)[0])
-            hint = (
-                "use a prior (Mixture(..., prior='default')) to keep covariances away from zero, "
-                f"or a larger reg_covar (now {self.reg_covar:g})"
-            )
-            raise ValueError(
-                "EM failed: a component's covariance became singular after "
-                f"{i} iteration(s): the component collapsed onto a few (nearly) repeated points, "
-                f"so its variance went to zero. To fix it, {hint}."
-            )
-        if not np.all(ok):
-            warnings.warn(
-                f"{int(np.sum(~ok))} of {len(ok)} restarts ended in a singular covariance and were "
-                "discarded; a prior (prior='default') avoids this.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        objective = np.where(ok, out.objective, -np.inf)
-        return int(np.argmax(objective))
+        return res
 
     # NUTS lives in bayesgmm.nuts; attached there to keep this module free of MCMC code.
 
 
-def _take(i, a):
-    return np.asarray(a)[i]
+def singular_message(reg_covar: float, n_iter: int) -> str:
+    return (
+        "EM failed: a component's covariance became singular after "
+        f"{n_iter} iteration(s): the component collapsed onto a few (nearly) repeated points, "
+        "so its variance went to zero. To fix it, use a prior (Mixture(..., prior='default')) "
+        f"to keep covariances away from zero, or a larger reg_covar (now {reg_covar:g})."
+    )
+
+
+def fit_candidates(
+    mixture: Mixture,
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: list[int],
+    *,
+    rng_key,
+    n_init: int,
+    init: str,
+    max_iter: int,
+    tol: float,
+    init_params: tuple | None = None,
+    raise_singular: bool = False,
+) -> list[FitResult | str]:
+    """EM fits of ``mixture``'s covariance type and prior for several numbers of components.
+
+    All candidates and restarts run in one compiled, vmapped program padded to the largest K.
+    ``X`` and ``sample_weight`` must be validated already. A candidate whose restarts all ended
+    in a singular covariance gives an error message instead of a result (or raises).
+    """
+    n, d = X.shape
+    for k in n_components:
+        v.check_enough_samples(n, sample_weight, k)
+    init = v.check_init(init)
+    n_init = v.check_positive_int(n_init, "n_init")
+    max_iter = v.check_positive_int(max_iter, "max_iter")
+    tol = v.check_nonnegative_float(tol, "tol")
+    key = as_key(rng_key)
+    priors = [
+        resolve_prior(mixture.prior, X, sample_weight, k, mixture.covariance_type)
+        for k in n_components
+    ]
+    if priors[0] is not None and priors[0].alpha < 1:
+        raise ValueError(
+            f"Prior weight_concentration must be >= 1 for EM, got {float(priors[0].alpha)}: "
+            "below 1 the posterior mode lies on the boundary of the simplex. NUTS accepts any "
+            "positive value."
+        )
+    if init_params is not None:
+        n_init = 1
+    k_max = max(n_components)
+    dtype = float_dtype()
+    prior_batch = None
+    if priors[0] is not None:
+        prior_batch = jax.tree.map(lambda *a: jnp.asarray(np.stack(a), dtype), *priors)
+    out = em.fit(
+        jnp.asarray(X, dtype),
+        jnp.asarray(sample_weight, dtype),
+        key,
+        jnp.asarray(tol, dtype),
+        jnp.asarray(mixture.reg_covar, dtype),
+        prior_batch,
+        None if init_params is None else tuple(jnp.asarray(a, dtype) for a in init_params),
+        jnp.asarray(n_components, jnp.int32),
+        n_components=k_max,
+        covariance_type=mixture.covariance_type,
+        init=init,
+        max_iter=max_iter,
+        n_init=n_init,
+        block_size=choose_block_size(n, k_max, d),
+    )
+    out = jax.device_get(out)
+    mixture._last_prior, mixture._last_n_features = priors[-1], d
+    results: list[FitResult | str] = []
+    for c, k in enumerate(n_components):
+        ok = ~out.singular[c] & np.isfinite(out.objective[c])
+        if not np.any(ok):
+            msg = singular_message(mixture.reg_covar, int(out.n_iter[c][0]))
+            if raise_singular:
+                raise ValueError(msg)
+            results.append(msg)
+            continue
+        if not np.all(ok):
+            warnings.warn(
+                f"{int(np.sum(~ok))} of {len(ok)} restarts ended in a singular covariance and "
+                "were discarded; a prior (prior='default') avoids this.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        best = int(np.argmax(np.where(ok, out.objective[c], -np.inf)))
+        n_iter = int(out.n_iter[c][best])
+        p = jax.tree.map(lambda a: a[c][best], out.params)
+        cov = p.covariances if mixture.covariance_type == "tied" else p.covariances[:k]
+        pc = p.precisions_chol if mixture.covariance_type == "tied" else p.precisions_chol[:k]
+        params = GMMParams(
+            jnp.asarray(p.weights[:k]), jnp.asarray(p.means[:k]), jnp.asarray(cov), jnp.asarray(pc)
+        )
+        member = (
+            mixture
+            if k == mixture.n_components
+            else Mixture(
+                k, mixture.covariance_type, prior=mixture.prior, reg_covar=mixture.reg_covar
+            )
+        )
+        results.append(
+            FitResult(
+                mixture=member,
+                params_internal=params,
+                n_iter=n_iter,
+                converged=bool(out.converged[c][best]),
+                log_likelihood=float(out.log_likelihood[c][best]),
+                objective=float(out.objective[c][best]),
+                history=np.asarray(out.history[c][best][1 : n_iter + 1]),
+                prior=priors[c],
+                n_features_in=d,
+            )
+        )
+    return results
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "block_size"))

@@ -43,33 +43,41 @@ class EMConfig(NamedTuple):
     reg_covar: Array  # shape=()
     prior: PriorParams | None
     singular_threshold: Array  # shape=(D,): variances at or below this are singular
+    active: Array  # shape=(K,), bool: components in use (a prefix; the rest are padding)
 
 
-def objective(
-    stats: SuffStats, params: GMMParams, prior: PriorParams | None, covariance_type: str
-) -> Array:
+def objective(stats: SuffStats, params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array:
     """Log-likelihood (from the E-step's statistics) plus the log-prior."""
-    if prior is None:
+    if cfg.prior is None:
         return stats.loglik
-    return stats.loglik + log_prior(params, prior, covariance_type)
+    return stats.loglik + log_prior(params, cfg.prior, covariance_type, cfg.active)
 
 
-def is_singular(params: GMMParams, threshold: Array, covariance_type: str) -> Array:
+def is_singular(params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array:
     """True if any covariance is not (numerically) positive definite.
 
     ``threshold`` (D,) holds, per feature, the smallest variance that is still resolved at the
     data's precision. For full and tied covariances the squared Cholesky pivots are compared
     (``1 / diag(U)^2`` with ``U`` the precision Cholesky factor).
     """
-    pc = params.precisions_chol
+    pc, threshold = params.precisions_chol, cfg.singular_threshold
     if covariance_type in ("full", "tied"):
         pivots, thr = 1.0 / jnp.diagonal(pc, axis1=-2, axis2=-1) ** 2, threshold
+        pc_bad = ~jnp.all(jnp.isfinite(pc), axis=(-2, -1))
     elif covariance_type == "diag":
         pivots, thr = params.covariances, threshold
+        pc_bad = ~jnp.all(jnp.isfinite(pc), axis=-1)
     else:
-        pivots, thr = params.covariances, jnp.mean(threshold)
-    finite = jnp.all(jnp.isfinite(pc)) & jnp.all(jnp.isfinite(params.means))
-    return ~finite | jnp.any(~(pivots > thr)) | jnp.any(~(params.weights >= 0))
+        pivots, thr = params.covariances[:, None], jnp.mean(threshold)
+        pc_bad = ~jnp.isfinite(pc)
+    # Per component (tied: one flag); NaN pivots fail the comparison and count as singular.
+    bad = jnp.any(~(pivots > thr), axis=-1) | pc_bad
+    bad = bad | ~jnp.all(jnp.isfinite(params.means), axis=-1) if covariance_type != "tied" else bad
+    if covariance_type != "tied":  # padding components never count
+        bad = bad & cfg.active
+    else:
+        bad = bad | jnp.any(~jnp.isfinite(params.means) & cfg.active[:, None])
+    return jnp.any(bad) | jnp.any(~(params.weights >= 0))
 
 
 def init_state(params: GMMParams, max_iter: int) -> EMState:
@@ -90,9 +98,9 @@ def em_step(
 ) -> EMState:
     """One E-step and one M-step."""
     stats = e_step(X_blocks, w_blocks, state.params, covariance_type)
-    obj = objective(stats, state.params, cfg.prior, covariance_type)
-    new = m_step(stats, state.params.means, cfg.prior, cfg.reg_covar, covariance_type)
-    singular = is_singular(new, cfg.singular_threshold, covariance_type)
+    obj = objective(stats, state.params, cfg, covariance_type)
+    new = m_step(stats, state.params.means, cfg.prior, cfg.reg_covar, covariance_type, cfg.active)
+    singular = is_singular(new, cfg, covariance_type)
     params = jax.tree.map(lambda a, b: jnp.where(singular, a, b), state.params, new)
     converged = jnp.abs(obj - state.objective) < cfg.tol * stats.weight
     history = state.history.at[state.n_iter].set(obj)
@@ -121,10 +129,10 @@ def _run(params0, X_blocks, w_blocks, cfg, covariance_type, max_iter):
         init_state(params0, max_iter),
     )
     stats = e_step(X_blocks, w_blocks, state.params, covariance_type)
-    obj = objective(stats, state.params, cfg.prior, covariance_type)
+    obj = objective(stats, state.params, cfg, covariance_type)
     history = state.history.at[state.n_iter].set(obj)
     # A start that is singular already (init) never iterates.
-    singular = state.singular | is_singular(state.params, cfg.singular_threshold, covariance_type)
+    singular = state.singular | is_singular(state.params, cfg, covariance_type)
     return FitOutput(
         state.params, state.n_iter, state.converged, singular, obj, stats.loglik, history
     )
@@ -142,6 +150,7 @@ def fit(
     reg_covar: Array,
     prior: PriorParams | None,
     init_params: tuple[Array, Array, Array] | None,
+    n_active: Array,
     *,
     n_components: int,
     covariance_type: str,
@@ -150,25 +159,55 @@ def fit(
     n_init: int,
     block_size: int,
 ) -> FitOutput:
-    """Fit by EM from ``n_init`` starts (vmapped); outputs carry a leading restart axis.
+    """Fit by EM from ``n_init`` starts for each candidate size in ``n_active``.
 
-    With ``init_params`` (weights, means, covariances) the single start is those parameters.
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    sample_weight : array of shape (n_samples,)
+    rng_key : PRNG key
+        Split into ``n_init`` start keys, the same for every candidate.
+    tol, reg_covar : scalars
+    prior : PriorParams or None
+        Batched like ``n_active``: every leaf has a leading (n_candidates,) axis.
+    init_params : (weights, means, covariances) or None
+        With it, the single start is those parameters.
+    n_active : int array of shape (n_candidates,)
+        Number of components of each candidate, at most ``n_components``; the first
+        ``n_active`` components are used and the rest are padding. One compiled program thus
+        serves a whole search over K, vectorised with ``vmap``.
+
+    Returns
+    -------
+    FitOutput
+        Every leaf has leading axes (n_candidates, n_init).
     """
     X_blocks, w_blocks = to_blocks(X, sample_weight, block_size)
     w = sample_weight / jnp.sum(sample_weight)
     mean = w @ X
     var = w @ (X - mean) ** 2
     eps = jnp.finfo(X.dtype).eps
-    cfg = EMConfig(tol, reg_covar, prior, (_SINGULAR_FACTOR * eps) ** 2 * var)
+    threshold = (_SINGULAR_FACTOR * eps) ** 2 * var
 
-    def one(key):
+    def one(k_active, prior, key):
+        active = jnp.arange(n_components) < k_active
+        cfg = EMConfig(tol, reg_covar, prior, threshold, active)
         if init_params is not None:
             params0 = make_params(*init_params, covariance_type)
         else:
             params0 = initial_params(
-                key, X_blocks, w_blocks, n_components, init, prior, reg_covar, covariance_type
+                key,
+                X_blocks,
+                w_blocks,
+                n_components,
+                init,
+                prior,
+                reg_covar,
+                covariance_type,
+                active,
             )
         return _run(params0, X_blocks, w_blocks, cfg, covariance_type, max_iter)
 
     keys = jax.random.split(rng_key, n_init)
-    return jax.vmap(one)(keys)
+    per_candidate = jax.vmap(one, in_axes=(None, None, 0))
+    return jax.vmap(per_candidate, in_axes=(0, 0, None))(n_active, prior, keys)

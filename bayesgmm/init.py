@@ -48,18 +48,19 @@ def kmeans_plusplus(rng_key: Array, X: Array, w: Array, n_components: int) -> Ar
     return centers
 
 
-def _nearest_resp_fn(centers: Array):
+def _nearest_resp_fn(centers: Array, active: Array):
     k = centers.shape[0]
 
     def resp_fn(xb, xc, i):
         del xb, i
-        labels = jnp.argmin(jnp.sum(xc * xc, axis=-1), axis=1)
+        d2 = jnp.where(active[None, :], jnp.sum(xc * xc, axis=-1), jnp.inf)
+        labels = jnp.argmin(d2, axis=1)
         return jax.nn.one_hot(labels, k, dtype=xc.dtype), jnp.zeros(xc.shape[0], xc.dtype)
 
     return resp_fn
 
 
-def lloyd(X_blocks: Array, w_blocks: Array, centers: Array) -> Array:
+def lloyd(X_blocks: Array, w_blocks: Array, centers: Array, active: Array) -> Array:
     """Weighted Lloyd iterations until the centres stop moving (at most 100)."""
 
     def cond(carry):
@@ -68,7 +69,7 @@ def lloyd(X_blocks: Array, w_blocks: Array, centers: Array) -> Array:
 
     def body(carry):
         it, c, _ = carry
-        st = accumulate(X_blocks, w_blocks, c, _nearest_resp_fn(c), "spherical")
+        st = accumulate(X_blocks, w_blocks, c, _nearest_resp_fn(c, active), "spherical")
         # Empty clusters keep their centre.
         new = c + jnp.where(st.nk[:, None] > 0, st.s1 / jnp.maximum(st.nk, 1e-30)[:, None], 0)
         return it + 1, new, jnp.max(jnp.abs(new - c))
@@ -86,19 +87,24 @@ def initial_params(
     prior: PriorParams | None,
     reg_covar: Array,
     covariance_type: str,
+    active: Array,
 ) -> GMMParams:
-    """Starting parameters by ``init``; one M-step from the starting responsibilities."""
+    """Starting parameters by ``init``; one M-step from the starting responsibilities.
+
+    Only the ``active`` components (a prefix of the K) get data. The k-means seeding draws the
+    same random numbers whatever ``active`` is, so a padded k-means start equals an unpadded one.
+    """
     X, w = _flat(X_blocks, w_blocks)
     if init in ("kmeans", "kmeans++"):
         centers = kmeans_plusplus(rng_key, X, w, n_components)
         if init == "kmeans":
-            centers = lloyd(X_blocks, w_blocks, centers)
-        resp_fn = _nearest_resp_fn(centers)
+            centers = lloyd(X_blocks, w_blocks, centers, active)
+        resp_fn = _nearest_resp_fn(centers, active)
     elif init == "random_from_data":
         p = (w > 0) / jnp.sum(w > 0)
         idx = jax.random.choice(rng_key, X.shape[0], (n_components,), replace=False, p=p)
         centers = X[idx]
-        resp_fn = _nearest_resp_fn(centers)
+        resp_fn = _nearest_resp_fn(centers, active)
     elif init == "random":
         centers = jnp.zeros((n_components, X.shape[1]), X.dtype)
 
@@ -106,6 +112,7 @@ def initial_params(
             u = jax.random.uniform(
                 jax.random.fold_in(rng_key, i), (xb.shape[0], n_components), xb.dtype
             )
+            u = jnp.where(active[None, :], u, 0)
             return u / jnp.sum(u, axis=1, keepdims=True), jnp.zeros(xb.shape[0], xb.dtype)
 
         # Statistics about the data mean keep the scatter accurate.
@@ -113,4 +120,4 @@ def initial_params(
     else:  # pragma: no cover - validated at the surface
         raise ValueError(f"unknown init {init!r}")
     stats = accumulate(X_blocks, w_blocks, centers, resp_fn, covariance_type)
-    return m_step(stats, centers, prior, reg_covar, covariance_type)
+    return m_step(stats, centers, prior, reg_covar, covariance_type, active)

@@ -43,6 +43,7 @@ def m_step(
     prior: PriorParams | None,
     reg_covar: Array,
     covariance_type: str,
+    active: Array | None = None,
 ) -> GMMParams:
     """New parameters from statistics taken about ``ref_means``.
 
@@ -55,41 +56,52 @@ def m_step(
     reg_covar : scalar
         Added to the covariance diagonal for maximum likelihood; ignored with a prior.
     covariance_type : str
+    active : bool array of shape (n_components,), optional
+        Components that take part. Inactive ones get weight 0 and unit covariance, so that one
+        compiled program serves every number of components up to ``n_components``.
     """
     k, d = ref_means.shape
     dtype = ref_means.dtype
+    if active is None:
+        active = jnp.ones(k, bool)
+    n_active = jnp.sum(active)
     nk = stats.nk + tiny(dtype)
     xbar = ref_means + stats.s1 / nk[:, None]
     scatter = _scatter_about_mean(stats, nk, covariance_type)
     eye = jnp.eye(d, dtype=dtype)
 
     if prior is None:
-        weights = nk / jnp.sum(nk)
+        nk_active = jnp.where(active, nk, 0)
+        weights = nk_active / jnp.sum(nk_active)
         means = xbar
         if covariance_type == "full":
             cov = scatter / nk[:, None, None] + reg_covar * eye
         elif covariance_type == "tied":
-            cov = scatter / jnp.sum(nk) + reg_covar * eye
+            cov = scatter / jnp.sum(nk_active) + reg_covar * eye
         elif covariance_type == "diag":
             cov = scatter / nk[:, None] + reg_covar
         else:
             cov = scatter / (d * nk) + reg_covar
-        return make_params(weights, means, cov, covariance_type)
-
-    alpha, kappa, m0, nu, psi = prior
-    n = stats.weight
-    weights = (stats.nk + alpha - 1) / (n + k * (alpha - 1))
-    means = (stats.nk[:, None] * xbar + kappa * m0) / (stats.nk[:, None] + kappa)
-    c = kappa * stats.nk / (kappa + stats.nk)
-    dev = xbar - m0
-    if covariance_type == "full":
-        num = psi + scatter + c[:, None, None] * jnp.einsum("kd,ke->kde", dev, dev)
-        cov = num / (nu + d + 2 + stats.nk)[:, None, None]
-    elif covariance_type == "tied":
-        num = psi + scatter + jnp.einsum("k,kd,ke->de", c, dev, dev)
-        cov = num / (nu + d + 1 + k + n)
-    elif covariance_type == "diag":
-        cov = (psi + scatter + c[:, None] * dev**2) / (nu + 3 + stats.nk)[:, None]
     else:
-        cov = (psi + scatter + c * jnp.sum(dev**2, axis=1)) / (nu + 2 + d + d * stats.nk)
+        alpha, kappa, m0, nu, psi = prior
+        n = stats.weight
+        weights = (stats.nk + alpha - 1) / (n + n_active * (alpha - 1))
+        weights = jnp.where(active, weights, 0)
+        means = (stats.nk[:, None] * xbar + kappa * m0) / (stats.nk[:, None] + kappa)
+        c = kappa * stats.nk / (kappa + stats.nk)
+        dev = xbar - m0
+        if covariance_type == "full":
+            num = psi + scatter + c[:, None, None] * jnp.einsum("kd,ke->kde", dev, dev)
+            cov = num / (nu + d + 2 + stats.nk)[:, None, None]
+        elif covariance_type == "tied":
+            num = psi + scatter + jnp.einsum("k,kd,ke->de", c, dev, dev)
+            cov = num / (nu + d + 1 + n_active + n)
+        elif covariance_type == "diag":
+            cov = (psi + scatter + c[:, None] * dev**2) / (nu + 3 + stats.nk)[:, None]
+        else:
+            cov = (psi + scatter + c * jnp.sum(dev**2, axis=1)) / (nu + 2 + d + d * stats.nk)
+    if covariance_type != "tied":
+        unit = eye if covariance_type == "full" else jnp.ones_like(cov[0])
+        mask = active.reshape((k,) + (1,) * (cov.ndim - 1))
+        cov = jnp.where(mask, cov, unit)
     return make_params(weights, means, cov, covariance_type)

@@ -213,9 +213,10 @@ def cast_prior(prior: PriorParams | None, dtype) -> PriorParams | None:
 # check them against NumPyro's and SciPy's.
 
 
-def _log_dirichlet(weights: Array, alpha: Array) -> Array:
-    k = weights.shape[-1]
-    return gammaln(k * alpha) - k * gammaln(alpha) + (alpha - 1) * jnp.sum(jnp.log(weights))
+def _log_dirichlet(weights: Array, alpha: Array, active: Array) -> Array:
+    k = jnp.sum(active)
+    log_w = jnp.where(active, jnp.log(jnp.where(active, weights, 1)), 0)
+    return gammaln(k * alpha) - k * gammaln(alpha) + (alpha - 1) * jnp.sum(log_w)
 
 
 def _log_inverse_wishart(prec_chol: Array, dof: Array, scale: Array) -> Array:
@@ -239,30 +240,38 @@ def _log_inverse_gamma(var: Array, shape: Array, rate: Array) -> Array:
     return shape * jnp.log(rate) - gammaln(shape) - (shape + 1) * jnp.log(var) - rate / var
 
 
-def log_prior(params: GMMParams, prior: PriorParams, covariance_type: str) -> Array:
-    """log p(weights, means, covariances) under the conjugate prior: a scalar."""
+def log_prior(
+    params: GMMParams, prior: PriorParams, covariance_type: str, active: Array | None = None
+) -> Array:
+    """log p(weights, means, covariances) under the conjugate prior: a scalar.
+
+    ``active`` (K,) restricts the prior to the first components of a padded mixture.
+    """
     k, d = params.means.shape
-    lp = _log_dirichlet(params.weights, prior.alpha)
+    if active is None:
+        active = jnp.ones(k, bool)
+    n_active = jnp.sum(active)
+    lp = _log_dirichlet(params.weights, prior.alpha, active)
     diff = params.means - prior.mean
     pc = params.precisions_chol
     half_log_2pi = 0.5 * jnp.log(2 * jnp.pi)
     if covariance_type in ("full", "tied"):
-        lp += jnp.sum(_log_inverse_wishart(pc, prior.dof, prior.scale))
+        log_iw = _log_inverse_wishart(pc, prior.dof, prior.scale)
+        lp += log_iw if covariance_type == "tied" else jnp.sum(jnp.where(active, log_iw, 0))
         y = jnp.einsum("kd,kde->ke", diff, pc) if covariance_type == "full" else diff @ pc
-        log_det = log_det_precision_chol(pc, covariance_type, d)
-        log_norm = k * d * (0.5 * jnp.log(prior.kappa) - half_log_2pi) + jnp.sum(
-            jnp.broadcast_to(log_det, (k,))
-        )
-        lp += log_norm - 0.5 * prior.kappa * jnp.sum(y * y)
+        log_det = jnp.broadcast_to(log_det_precision_chol(pc, covariance_type, d), (k,))
+        log_norm = n_active * d * (0.5 * jnp.log(prior.kappa) - half_log_2pi)
+        quad = jnp.sum(y * y, axis=1)
+        lp += log_norm + jnp.sum(jnp.where(active, log_det - 0.5 * prior.kappa * quad, 0))
     else:
         var = params.covariances
         var_kd = var if covariance_type == "diag" else var[:, None]
-        lp += jnp.sum(
-            jnp.broadcast_to(_log_inverse_gamma(var, 0.5 * prior.dof, 0.5 * prior.scale), var.shape)
+        log_ig = jnp.broadcast_to(
+            _log_inverse_gamma(var, 0.5 * prior.dof, 0.5 * prior.scale), var.shape
         )
-        lp += jnp.sum(
-            0.5 * jnp.log(prior.kappa / var_kd)
-            - half_log_2pi
-            - 0.5 * prior.kappa * diff**2 / var_kd
-        )
+        log_mean = 0.5 * jnp.log(prior.kappa / var_kd) - half_log_2pi
+        log_mean = log_mean - 0.5 * prior.kappa * diff**2 / var_kd
+        per_k = log_ig if covariance_type == "spherical" else jnp.sum(log_ig, axis=1)
+        per_k = per_k + jnp.sum(log_mean, axis=1)
+        lp += jnp.sum(jnp.where(active, per_k, 0))
     return lp

@@ -10,7 +10,7 @@ import pandas as pd
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from .api import FitResult, Mixture
+from .api import FitResult, Mixture, fit_candidates
 from .priors import Prior
 
 CRITERIA = ("bic", "aic")
@@ -74,19 +74,20 @@ def select(
     types = [v.check_covariance_type(t) for t in covariance_types]
     if not ks or not types:
         raise ValueError("select needs at least one n_components value and one covariance type.")
+    w = v.check_sample_weight(fit_kwargs.pop("sample_weight", None), Xa.shape[0])
+    ks = [k for k in ks if k <= Xa.shape[0]]
+    if not ks:
+        raise ValueError(f"every n_components exceeds n_samples={Xa.shape[0]}.")
+    reg_covar = fit_kwargs.pop("reg_covar", 1e-6)
+    fit_kwargs = {"init": "kmeans", "max_iter": 1000, "tol": 1e-6} | fit_kwargs
+    n = Xa.shape[0]
     rows, fits = [], {}
     for cov in types:
-        for k in ks:
-            if k > Xa.shape[0]:
-                continue
+        template = Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar)
+        results = fit_candidates(template, Xa, w, ks, rng_key=rng_key, n_init=n_init, **fit_kwargs)
+        for k, res in zip(ks, results, strict=True):
             row = {"n_components": k, "covariance_type": cov}
-            try:
-                res = Mixture(k, cov, prior=prior, **_mixture_kwargs(fit_kwargs)).fit_em(
-                    Xa, n_init=n_init, rng_key=rng_key, **_fit_kwargs(fit_kwargs)
-                )
-            except ValueError as exc:
-                if "singular" not in str(exc):
-                    raise
+            if isinstance(res, str):
                 rows.append(
                     row
                     | {
@@ -96,18 +97,13 @@ def select(
                         "bic": np.nan,
                         "aic": np.nan,
                         "converged": False,
-                        "error": str(exc),
+                        "error": res,
                     }
                 )
                 continue
             fits[(k, cov)] = res
-            n = Xa.shape[0]
             p = res.n_parameters
-            ll = (
-                res.log_likelihood
-                if fit_kwargs.get("sample_weight") is None
-                else float(np.sum(np.asarray(res.score_samples(Xa))))
-            )
+            ll = float(np.sum(np.asarray(res.score_samples(Xa))))
             rows.append(
                 row
                 | {
@@ -126,11 +122,3 @@ def select(
     best_row = table.loc[table[criterion].idxmin()]
     best = fits[(int(best_row["n_components"]), best_row["covariance_type"])]
     return Selection(table=table, best=best, criterion=criterion, fits=fits)
-
-
-def _mixture_kwargs(kw: dict) -> dict:
-    return {k: kw[k] for k in ("reg_covar",) if k in kw}
-
-
-def _fit_kwargs(kw: dict) -> dict:
-    return {k: val for k, val in kw.items() if k != "reg_covar"}
