@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import warnings
 from functools import partial
 from typing import Any
@@ -215,7 +216,107 @@ class Mixture:
         )
         return res
 
-    # NUTS lives in bayesgmm.nuts; attached there to keep this module free of MCMC code.
+    # ------------------------------------------------------------------ NUTS
+    def sample_posterior(
+        self,
+        X: ArrayLike,
+        *,
+        rng_key: int | Array = 0,
+        num_chains: int = 4,
+        num_warmup: int = 1000,
+        num_samples: int = 1000,
+        init: FitResult | dict | None = None,
+        sample_weight: ArrayLike | None = None,
+        progress_bar: bool | None = None,
+        chain_method: str | None = None,
+        target_accept_prob: float = 0.8,
+        max_tree_depth: int = 10,
+        dense_mass: bool = False,
+        log_likelihood: bool = True,
+    ):
+        """Sample the posterior of the weights, means and covariances with NUTS.
+
+        The sampler runs NumPyro's NUTS on the model that :meth:`model` declares (the component
+        assignments are marginalised), so it needs a proper prior: ``prior="default"`` or a
+        :class:`Prior`. Chains start near a MAP-EM fit (``init``), each from its own jittered
+        point, and every draw is relabelled to that fit's component order, which removes label
+        switching between and within chains.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features) or (n_samples,)
+        rng_key : int or jax.random key, default=0
+        num_chains : int, default=4
+        num_warmup : int, default=1000
+            Warm-up (adaptation) iterations per chain, discarded.
+        num_samples : int, default=1000
+            Draws kept per chain.
+        init : FitResult, dict or None, default=None
+            The reference fit: a :class:`FitResult` of this mixture, or a dict with ``weights``,
+            ``means`` and ``covariances``. ``None`` runs a MAP-EM fit with the same prior (a few
+            restarts; with ``weight_concentration < 1`` the reference fit uses 1).
+        sample_weight : array of shape (n_samples,), optional
+            Per-row weights of the log-likelihood, as in :meth:`fit_em`.
+        progress_bar : bool or None, default=None
+            ``None`` shows a bar on a terminal for runs of at least 1000 chain-iterations (never
+            under ``CI`` or pytest-xdist).
+        chain_method : {"parallel", "vectorized", "sequential"} or None, default=None
+            ``None`` runs one chain per device (``"parallel"``) when
+            ``jax.local_device_count() >= num_chains``, else ``"vectorized"`` (all chains on one
+            device under ``vmap``; on a CPU this is the fastest for small and medium data).
+        target_accept_prob : float, default=0.8
+        max_tree_depth : int, default=10
+        dense_mass : bool, default=False
+            Adapt a dense mass matrix instead of a diagonal one.
+        log_likelihood : bool, default=True
+            Store the pointwise log-likelihood (n_chains x n_draws x n_samples values).
+
+        Returns
+        -------
+        xarray.DataTree
+            ArviZ groups:
+
+            - ``posterior``: ``weights`` (chain, draw, component), ``means`` (chain, draw,
+              component, feature), ``covariances`` (chain, draw, ...) with the trailing shape of
+              :attr:`FitResult.covariances` (dims ``component``, ``feature``, ``feature_``).
+            - ``sample_stats``: ``lp``, ``energy``, ``acceptance_rate``, ``step_size``,
+              ``n_steps``, ``tree_depth``, ``reached_max_tree_depth``, ``diverging`` and
+              ``relabeled`` (whether the draw's components were permuted to the reference order;
+              the fraction is in ``sample_stats.attrs["relabeled_fraction"]``).
+            - ``log_likelihood``: ``obs`` (chain, draw, obs_id), the log-density of each row
+              (not multiplied by ``sample_weight``), for ``arviz.loo`` and ``arviz.compare``.
+            - ``observed_data``: ``obs`` (obs_id, feature); ``constant_data``: ``sample_weight``
+              when given.
+
+        Examples
+        --------
+        Compare the number of components by PSIS-LOO:
+
+        >>> import arviz as az
+        >>> import bayesgmm as bg
+        >>> X = bg.datasets.load_faithful()
+        >>> post2 = bg.Mixture(2, prior="default").sample_posterior(X, num_warmup=500, num_samples=500)
+        >>> post3 = bg.Mixture(3, prior="default").sample_posterior(X, num_warmup=500, num_samples=500)
+        >>> table = az.compare({"K=2": post2, "K=3": post3})  # doctest: +SKIP
+        """
+        from .nuts import sample_posterior
+
+        return sample_posterior(
+            self,
+            X,
+            rng_key=rng_key,
+            num_chains=num_chains,
+            num_warmup=num_warmup,
+            num_samples=num_samples,
+            init=init,
+            sample_weight=sample_weight,
+            progress_bar=progress_bar,
+            chain_method=chain_method,
+            target_accept_prob=target_accept_prob,
+            max_tree_depth=max_tree_depth,
+            dense_mass=dense_mass,
+            log_likelihood=log_likelihood,
+        )
 
 
 def singular_message(reg_covar: float, n_iter: int) -> str:
@@ -308,7 +409,7 @@ def fit_candidates(
             )
         best = int(np.argmax(np.where(ok, out.objective[c], -np.inf)))
         n_iter = int(out.n_iter[c][best])
-        p = jax.tree.map(lambda a: a[c][best], out.params)
+        p = jax.tree.map(operator.itemgetter((c, best)), out.params)
         cov = p.covariances if mixture.covariance_type == "tied" else p.covariances[:k]
         pc = p.precisions_chol if mixture.covariance_type == "tied" else p.precisions_chol[:k]
         params = GMMParams(
