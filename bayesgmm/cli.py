@@ -22,6 +22,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,11 @@ def run_fit(args: argparse.Namespace) -> int:
             f"-k {k} needs at least {k} rows (one per component), but {args.csv} has {X.shape[0]}"
         )
     if args.nuts:
+        if args.prior == "none":
+            raise CLIError(
+                "--nuts needs a prior: without one (--prior none) the posterior is improper; "
+                "use --prior default"
+            )
         for name in ("num_chains", "num_warmup", "num_samples"):
             _positive(getattr(args, name), "--" + name.replace("_", "-"))
         _check_netcdf_engine()
@@ -235,7 +241,7 @@ def run_fit(args: argparse.Namespace) -> int:
             num_warmup=args.num_warmup,
             num_samples=args.num_samples,
             init=res,
-            progress_bar=True,
+            progress_bar=_progress_bar(),
         )
         table = bg.compare(res, post)
     print()
@@ -336,7 +342,7 @@ def run_demo(args: argparse.Namespace) -> int:
         check_out_dir(out, args.force)
     log = io.StringIO()
     with contextlib.redirect_stdout(_Tee(sys.stdout, log)):
-        figures, tables = _demo(args.quick, args.seed)
+        figures, tables = _demo(QUICK_DEMO if args.quick else FULL_DEMO, args.seed)
 
     def write(folder: Path) -> list[str]:
         files = []
@@ -353,37 +359,50 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(quick: bool, seed: int):
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo fits: the candidates of the selection and the size of the NUTS run."""
+
+    name: str
+    n_components: tuple[int, ...]
+    covariance_types: tuple[str, ...]
+    num_chains: int
+    num_warmup: int
+    num_samples: int
+    # Restarts from random data points find the degenerate maximum-likelihood solutions that a
+    # single k-means start can miss; all restarts run at once under vmap.
+    n_init: int = 10
+    init: str = "random_from_data"
+
+
+QUICK_DEMO = DemoSettings("--quick", (1, 2, 3, 4), ("full", "diag"), 2, 300, 300)
+FULL_DEMO = DemoSettings("full", (1, 2, 3, 4, 5, 6), COVARIANCE_TYPES, 4, 1000, 1000)
+
+
+def _demo(cfg: DemoSettings, seed: int):
     """The demo's computations and printout; returns the figures and tables to write."""
     import matplotlib.pyplot as plt
 
     import bayesgmm as bg
-    from bayesgmm.plotting import plot_mixture, plot_selection
+    from bayesgmm.plotting import plot_compare, plot_history, plot_mixture, plot_selection
 
     t_start = time.perf_counter()
     X = bg.datasets.load_faithful()
     names = ["eruptions", "waiting"]
     figures: dict = {}
     tables: dict[str, Callable[[Path], None]] = {}
-    # Restarts from random data points find the degenerate maximum-likelihood solutions that a
-    # single k-means start can miss; all restarts run at once under vmap.
-    n_init, init = 10, "random_from_data"
-    ks = range(1, 5) if quick else range(1, 7)
-    types = ("full", "diag") if quick else COVARIANCE_TYPES
-    if quick:
-        chains, warmup, draws = 2, 300, 300
-    else:
-        chains, warmup, draws = 4, 1000, 1000
+    ks, types = cfg.n_components, cfg.covariance_types
+    chains, warmup, draws = cfg.num_chains, cfg.num_warmup, cfg.num_samples
 
     _heading("bayesgmm demo: the Old Faithful geyser")
     print(
         "272 eruptions: the eruption time and the waiting time until the next eruption, in\n"
         "minutes. 'waiting' holds whole minutes only, with many ties: a trap for maximum\n"
-        "likelihood. Mode: " + ("--quick (fewer candidates and draws)." if quick else "full.")
+        f"likelihood. Settings: {cfg.name}."
     )
 
     # --- 1. selection, with and without the prior ---------------------------------------------
-    _heading(f"1. BIC over K = {ks.start}..{ks.stop - 1} and {', '.join(types)} covariances")
+    _heading(f"1. BIC over K = {', '.join(map(str, ks))} and {', '.join(types)} covariances")
     sels = {}
     for label, prior in (("maximum likelihood", None), ("MAP, default prior", "default")):
         t0 = time.perf_counter()
@@ -391,7 +410,13 @@ def _demo(quick: bool, seed: int):
             # Discarded singular restarts are expected here; the table below tells the story.
             warnings.simplefilter("ignore", RuntimeWarning)
             sel = bg.select(
-                X, ks, covariance_types=types, prior=prior, n_init=n_init, rng_key=seed, init=init
+                X,
+                ks,
+                covariance_types=types,
+                prior=prior,
+                n_init=cfg.n_init,
+                rng_key=seed,
+                init=cfg.init,
             )
         sels[label] = sel
         print(f"\n{label} ({time.perf_counter() - t0:.1f} s), best five by BIC:")
@@ -434,8 +459,6 @@ def _demo(quick: bool, seed: int):
         print("Maximum likelihood failed on this model (a singular covariance).")
     else:
         print(_ml_map_table(ml_same, best, names))
-    from bayesgmm.plotting import plot_history
-
     figures["em_history.png"] = plot_history(best)
 
     # --- 4. NUTS and the comparison ----------------------------------------------------------
@@ -449,13 +472,11 @@ def _demo(quick: bool, seed: int):
         num_warmup=warmup,
         num_samples=draws,
         init=best,
-        progress_bar=True,
+        progress_bar=_progress_bar(),
     )
     print(f"NUTS took {time.perf_counter() - t0:.1f} s.")
     table = bg.compare(best, post)
     print(_posterior_summary(post, table))
-    from bayesgmm.plotting import plot_compare
-
     figures["compare.png"] = plot_compare(best, post)
     tables["compare.csv"] = lambda p, t=table: t.to_csv(p, index_label="parameter")
     if _netcdf_engine() is not None:
@@ -498,6 +519,8 @@ def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
     import pandas as pd
 
     try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
         df = pd.read_csv(path, skipinitialspace=True)
     except FileNotFoundError:
         raise CLIError(f"cannot read {path}: no such file") from None
@@ -510,7 +533,11 @@ def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
     except pd.errors.EmptyDataError:
         raise CLIError(f"{path} is empty: expected a header line and rows of numbers") from None
     except pd.errors.ParserError as exc:
+        if _is_binary(head):
+            raise CLIError(f"cannot read {path}: it is not a text (UTF-8) CSV file") from None
         raise CLIError(f"cannot parse {path} as CSV: {_one_line(exc)}") from None
+    if _is_binary(head):
+        raise CLIError(f"cannot read {path}: it is not a text (UTF-8) CSV file")
     header = [str(c) for c in df.columns]
     if all(_is_number(c) for c in header):
         raise CLIError(
@@ -585,6 +612,17 @@ def _numeric_column(col, name: str, path: Path, required: bool) -> np.ndarray | 
             f"(line {row + 2})"
         )
     return values
+
+
+def _is_binary(head: bytes) -> bool:
+    """True if the first bytes of a file hold a NUL byte or are not UTF-8 text."""
+    if b"\0" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 4  # not just a character cut at the end of the chunk
+    return False
 
 
 def _is_number(text: str) -> bool:
@@ -953,6 +991,14 @@ def _covariance_types(values: list[str] | None) -> list[str]:
     if not types:
         raise CLIError("--covariance is empty; choose from " + ", ".join(COVARIANCE_TYPES))
     return types
+
+
+def _progress_bar() -> bool:
+    """NUTS progress bar on a terminal only (not in logs, pipes or tests)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _netcdf_engine() -> str | None:
