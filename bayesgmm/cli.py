@@ -254,11 +254,11 @@ def run_fit(args: argparse.Namespace) -> int:
         meta = {"command": "fit", "data": _data_meta(args.csv, names, X), "prior": args.prior}
         files = _write_fit_files(folder, res, X, names, meta, table)
         if post is not None:
-            from .plotting import plot_compare
+            from .plotting import plot_compare, save_figures
 
             post.to_netcdf(folder / "posterior.nc")
             files.append("posterior.nc")
-            files.append(_save(plot_compare(res, post), folder / "compare.png"))
+            files += save_figures({"compare.png": plot_compare(res, post)}, folder)
         return files
 
     files = write_report(args.out, args.force, write)
@@ -311,7 +311,7 @@ def run_select(args: argparse.Namespace) -> int:
     print(_fit_summary(best, X, names))
 
     def write(folder: Path) -> list[str]:
-        from .plotting import plot_selection
+        from .plotting import plot_selection, save_figures
 
         meta = {
             "command": "select",
@@ -323,7 +323,7 @@ def run_select(args: argparse.Namespace) -> int:
         sel.table.to_csv(folder / "selection.csv", index=False)
         files = ["selection.csv"]
         files += _write_fit_files(folder, best, X, names, meta, None)
-        files.append(_save(plot_selection(sel), folder / "selection.png"))
+        files += save_figures({"selection.png": plot_selection(sel)}, folder)
         return files
 
     files = write_report(args.out, args.force, write)
@@ -345,9 +345,9 @@ def run_demo(args: argparse.Namespace) -> int:
         figures, tables = _demo(QUICK_DEMO if args.quick else FULL_DEMO, args.seed)
 
     def write(folder: Path) -> list[str]:
-        files = []
-        for name, fig in figures.items():
-            files.append(_save(fig, folder / name))
+        from .plotting import save_figures
+
+        files = save_figures(figures, folder)
         for name, write_table in tables.items():
             write_table(folder / name)
             files.append(name)
@@ -697,7 +697,7 @@ def _fresh_folder(base: Path) -> Path:
 def _write_fit_files(folder: Path, res, X, names, meta: dict, table) -> list[str]:
     import pandas as pd
 
-    from .plotting import plot_history, plot_mixture
+    from .plotting import plot_history, plot_mixture, save_figures
 
     params = _params_json(res, X, names, meta)
     (folder / "params.json").write_text(_dumps(params) + "\n", encoding="utf-8")
@@ -711,10 +711,13 @@ def _write_fit_files(folder: Path, res, X, names, meta: dict, table) -> list[str
     memberships = pd.DataFrame(proba, columns=[f"p{k}" for k in range(proba.shape[1])])
     memberships.insert(0, "component", proba.argmax(axis=1))
     memberships.to_csv(folder / "memberships.csv", index_label="row", float_format="%.6g")
-    figs = [
-        _save(plot_mixture(res, X, feature_names=names), folder / "mixture.png"),
-        _save(plot_history(res), folder / "history.png"),
-    ]
+    figs = save_figures(
+        {
+            "mixture.png": plot_mixture(res, X, feature_names=names),
+            "history.png": plot_history(res),
+        },
+        folder,
+    )
     return ["params.json", "summary.csv", "components.csv", "memberships.csv", *figs]
 
 
@@ -809,14 +812,6 @@ def _components_table(res, X, names):
     for j, name in enumerate(names):
         table[f"sd_{name}"] = np.sqrt(cov[:, j, j])
     return table
-
-
-def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
 
 
 def _data_meta(path: Path, names, X) -> dict:

@@ -7,6 +7,7 @@ pays for it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .api import FitResult
     from .select import Selection
 
-__all__ = ["plot_compare", "plot_history", "plot_mixture", "plot_selection"]
+__all__ = ["plot_compare", "plot_history", "plot_mixture", "plot_selection", "save_figures"]
 
 # 1, 2 and 3 standard deviations; in 2-D these ellipses hold 39%, 86% and 99% of a component.
 _SIGMAS = (1.0, 2.0, 3.0)
@@ -409,6 +410,24 @@ def plot_selection(
     if title:
         ax.set_title(title)
     return fig
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def save_figures(figures: dict[str, Figure], folder, dpi: int = 110) -> list[str]:
+    """Save ``{file name: figure}`` into ``folder`` (created if needed) and close the figures.
+
+    Returns the file names, in order.
+    """
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, fig in figures.items():
+        fig.savefig(folder / name, dpi=dpi)
+        plt.close(fig)
+    return list(figures)
 
 
 # ----------------------------------------------------------------------------- plot_compare
