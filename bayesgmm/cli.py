@@ -496,14 +496,14 @@ def _ml_map_table(ml, mp, names) -> str:
         order = np.lexsort(mu.T[::-1])  # same labelling for both: sort components by mean
         col = {}
         for i, k in enumerate(order):
-            col[f"weight[{i}]"] = w[k]
+            col[f"weight[{i}]"] = f"{w[k]:.4f}"
             for d, name in enumerate(names):
-                col[f"mean[{i}] {name}"] = mu[k, d]
-        col["log-likelihood"] = res.log_likelihood
-        col["objective"] = res.objective
-        col["iterations"] = res.n_iter
+                col[f"mean[{i}] {name}"] = f"{mu[k, d]:.4g}"
+        col["log-likelihood"] = f"{res.log_likelihood:.2f}"
+        col["log-likelihood + log-prior"] = f"{res.objective:.2f}"
+        col["iterations"] = str(res.n_iter)
         rows[label] = col
-    return pd.DataFrame(rows).to_string(float_format=_fmt)
+    return pd.DataFrame(rows).to_string()
 
 
 # ============================================================================== data input
@@ -794,10 +794,8 @@ def _flat_params(res) -> dict[str, float]:
 def _components_table(res, X, names):
     import pandas as pd
 
-    from .params import full_covariances
-
-    k, d = res.n_components, res.n_features_in
-    cov = np.asarray(full_covariances(res.covariances, res.covariance_type, k, d), np.float64)
+    k = res.n_components
+    sd = np.sqrt(_variances(res))
     labels = np.asarray(res.predict(X))
     table = pd.DataFrame(
         {
@@ -810,7 +808,7 @@ def _components_table(res, X, names):
     for j, name in enumerate(names):
         table[f"mean_{name}"] = means[:, j]
     for j, name in enumerate(names):
-        table[f"sd_{name}"] = np.sqrt(cov[:, j, j])
+        table[f"sd_{name}"] = sd[:, j]
     return table
 
 
@@ -871,34 +869,34 @@ def _selection_table(sel, X, top: int) -> str:
     return text
 
 
-def _min_relative_variance(res, X) -> float:
-    """The smallest component variance of any feature, divided by that feature's variance."""
+def _variances(res) -> np.ndarray:
+    """Every component's variance of every feature, shape (K, D)."""
     from .params import full_covariances
 
     k, d = res.n_components, res.n_features_in
     cov = np.asarray(full_covariances(res.covariances, res.covariance_type, k, d), np.float64)
-    var = np.diagonal(cov, axis1=1, axis2=2)
-    return float(np.min(var / np.var(X, axis=0)))
+    return np.diagonal(cov, axis1=1, axis2=2)
+
+
+def _min_relative_variance(res, X) -> float:
+    """The smallest component variance of any feature, divided by that feature's variance."""
+    return float(np.min(_variances(res) / np.var(X, axis=0)))
 
 
 def _warn_if_degenerate(res, X, names) -> bool:
     """Print and return True if a component has collapsed onto (nearly) one value."""
-    from .params import full_covariances
-
-    k, d = res.n_components, res.n_features_in
-    cov = np.asarray(full_covariances(res.covariances, res.covariance_type, k, d), np.float64)
-    var = np.diagonal(cov, axis1=1, axis2=2)
+    var = _variances(res)
     rel = var / np.var(X, axis=0)
     if rel.min() >= DEGENERATE_RELATIVE_VARIANCE:
         return False
     comp, feat = np.unravel_index(np.argmin(rel), rel.shape)
     mean = float(np.asarray(res.means)[comp, feat])
     print(
-        f"    DEGENERATE: component {comp} has variance {var[comp, feat]:.2g} on '{names[feat]}' "
-        f"(the data's variance is {np.var(X[:, feat]):.3g}):\n"
-        f"    it sits on the repeated value {names[feat]} = {mean:.6g}, where the likelihood\n"
-        "    grows without bound. Its huge likelihood wins the BIC; the prior (--prior default)\n"
-        "    fixes this."
+        f"    DEGENERATE: component {comp} has variance {var[comp, feat]:.2g} on "
+        f"'{names[feat]}' (the data's variance is {np.var(X[:, feat]):.3g}).\n"
+        f"    It sits on the repeated value {names[feat]} = {mean:.6g}, where the likelihood\n"
+        "    grows without bound: that spike, not a better fit, wins the BIC.\n"
+        "    A prior (--prior default) prevents it."
     )
     return True
 
