@@ -155,22 +155,28 @@ def _is_axes_or_none(ax) -> bool:
 
 
 def _plot_1d(ax, res, x, name, bins):
+    _marginal(ax, res, x, 0, bins, lw=1.6)
+    ax.set_xlabel(name)
+    ax.set_ylabel("density")
+    ax.legend(frameon=False, fontsize="small")
+
+
+def _marginal(ax, res, x, d, bins, lw):
+    """Histogram of feature ``d`` with the weighted component densities and their sum."""
     weights, means, cov = _params(res)
     colors = component_colors(len(weights))
     ax.hist(x, bins=bins, density=True, color="0.8", edgecolor="white", label="data")
     lo, hi = x.min(), x.max()
     pad = 0.1 * (hi - lo) if hi > lo else 1.0
     grid = np.linspace(lo - pad, hi + pad, 600)
-    sd = np.sqrt(cov[:, 0, 0])
-    dens = weights[:, None] * _normal_pdf(grid[None, :], means[:, :1], sd[:, None])
-    ax.plot(grid, dens.sum(0), color="black", lw=2.5, alpha=0.6, label="mixture")
+    sd = np.sqrt(cov[:, d, d])
+    dens = weights[:, None] * _normal_pdf(grid[None, :], means[:, d : d + 1], sd[:, None])
+    # The mixture first, wide and grey, so that components it coincides with stay visible.
+    ax.plot(grid, dens.sum(0), color="black", lw=1.5 * lw, alpha=0.6, label="mixture")
     for k in range(len(weights)):
         label = f"{k}: weight {weights[k]:.2f}"
-        ax.plot(grid, dens[k], "--", color=colors[k], lw=1.6, label=label)
-    ax.set_xlabel(name)
-    ax.set_ylabel("density")
+        ax.plot(grid, dens[k], "--", color=colors[k], lw=lw, label=label)
     ax.set_xlim(grid[0], grid[-1])
-    ax.legend(frameon=False, fontsize="small")
 
 
 def _normal_pdf(x, mean, sd):
@@ -266,7 +272,7 @@ def _plot_corner(fig, res, X, names, bins):
             "single Axes: pass a matplotlib Figure as ax, or leave ax=None."
         )
     axes = fig.subplots(d, d, squeeze=False)
-    weights, means, cov = _params(res)
+    weights = np.asarray(res.weights, np.float64)
     colors = component_colors(len(weights))
     for r in range(d):
         for c in range(d):
@@ -275,14 +281,7 @@ def _plot_corner(fig, res, X, names, bins):
                 ax.set_axis_off()
                 continue
             if r == c:
-                ax.hist(X[:, r], bins=bins, density=True, color="0.8", edgecolor="white")
-                lo, hi = X[:, r].min(), X[:, r].max()
-                grid = np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 300)
-                sd = np.sqrt(cov[:, r, r])
-                dens = weights[:, None] * _normal_pdf(grid[None], means[:, r : r + 1], sd[:, None])
-                for k in range(len(weights)):
-                    ax.plot(grid, dens[k], "--", color=colors[k], lw=1.2)
-                ax.plot(grid, dens.sum(0), color="black", lw=1.5)
+                _marginal(ax, res, X[:, r], r, bins, lw=1.2)
                 ax.set_yticks([])
             else:
                 _plot_2d(ax, res, X, names, "ellipses", dims=(c, r), legend=False, size=6)
