@@ -908,16 +908,24 @@ def _posterior_summary(post, table) -> str:
         div = int(np.asarray(stats["diverging"]).sum())
         lines.append(f"divergent transitions: {div}")
     if "r_hat" in table:
-        lines.append(f"largest R-hat: {table['r_hat'].max():.3f} (want < 1.01)")
+        lines.append(
+            f"largest R-hat: {table['r_hat'].max():.3f} (near 1 when the chains agree; above "
+            "1.01, run more draws)"
+        )
     if "ess_bulk" in table:
         lines.append(f"smallest bulk ESS: {table['ess_bulk'].min():.0f}")
     if "em_in_hdi" in table:
         inside = int(table["em_in_hdi"].sum())
         lines.append(
-            f"EM estimate inside the posterior's HDI for {inside} of {len(table)} parameters"
+            f"the EM estimate lies inside the posterior's HDI for {inside} of {len(table)} "
+            "parameters"
         )
-    lines.append("")
-    lines.append(table.to_string(float_format=_fmt))
+    formatters = {
+        "r_hat": "{:.3f}".format,
+        "ess_bulk": "{:.0f}".format,
+        "ess_tail": "{:.0f}".format,
+    }
+    lines += ["", table.to_string(float_format=_fmt, formatters=formatters)]
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ SETTINGS = {
     "quickstart_em": {},
     "univariate": {"n_per_source": 300, "max_components": 3},
     "singular_prior": {"n_components": (2, 3, 4), "n_init": 10},
-    "nuts_posterior": {"num_chains": 1, "num_warmup": 100, "num_samples": 100},
+    "nuts_posterior": {"num_chains": 1, "num_warmup": 60, "num_samples": 60},
 }
 
 
