@@ -2,8 +2,18 @@
 
 from . import datasets
 from .api import FitResult, Mixture
+from .compare import compare, plot_compare
 from .priors import Prior
 from .select import Selection, select
 
-__all__ = ["FitResult", "Mixture", "Prior", "Selection", "datasets", "select"]
+__all__ = [
+    "FitResult",
+    "Mixture",
+    "Prior",
+    "Selection",
+    "compare",
+    "datasets",
+    "plot_compare",
+    "select",
+]
 __version__ = "0.1.0"
