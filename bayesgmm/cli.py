@@ -895,8 +895,8 @@ def _warn_if_degenerate(res, X, names) -> bool:
         f"    DEGENERATE: component {comp} has variance {var[comp, feat]:.2g} on "
         f"'{names[feat]}' (the data's variance is {np.var(X[:, feat]):.3g}).\n"
         f"    It sits on the repeated value {names[feat]} = {mean:.6g}, where the likelihood\n"
-        "    grows without bound: that spike, not a better fit, wins the BIC.\n"
-        "    A prior (--prior default) prevents it."
+        "    grows without bound: that spike, not a better fit, wins the BIC. A prior\n"
+        "    (--prior default) prevents it."
     )
     return True
 

@@ -327,8 +327,11 @@ def plot_history(res: FitResult, ax: Axes | None = None) -> Figure:
     ylabel = "log-likelihood" if res.prior is None else "log-likelihood + log-prior"
     ax.set_xlabel("EM iteration")
     ax.set_ylabel(ylabel)
-    state = "converged" if res.converged else "did not converge"
-    ax.set_title(f"EM {state} after {res.n_iter} iterations")
+    if res.n_iter == 0:
+        ax.set_title("no EM iterations (parameters given, not fitted)")
+    else:
+        state = "converged" if res.converged else "did not converge"
+        ax.set_title(f"EM {state} after {res.n_iter} iterations")
     if len(h) >= 3:
         gap = h[-1] - h[:-1]
         ok = gap > 0
