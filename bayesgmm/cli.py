@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-INITS = ("kmeans", "kmeans++", "random", "random_from_data")
+from .init import INIT_METHODS
+from .params import COVARIANCE_TYPES
 
 # A variance this small relative to the data's variance marks a collapsed (degenerate) component.
 DEGENERATE_RELATIVE_VARIANCE = 1e-4
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    _quiet_jax()
+    _setup_libraries()
     try:
         with _one_line_warnings():
             return args.run(args)
@@ -192,7 +192,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser) -> None:
         ),
     )
     p.add_argument("--n-init", type=int, default=1, metavar="N", help="EM restarts (default: 1)")
-    p.add_argument("--init", choices=INITS, default="kmeans", help="EM start (default: kmeans)")
+    p.add_argument(
+        "--init", choices=INIT_METHODS, default="kmeans", help="EM start (default: kmeans)"
+    )
     p.add_argument(
         "--max-iter", type=int, default=1000, metavar="N", help="EM iterations (default: 1000)"
     )
@@ -220,7 +222,6 @@ def run_fit(args: argparse.Namespace) -> int:
             )
         for name in ("num_chains", "num_warmup", "num_samples"):
             _positive(getattr(args, name), "--" + name.replace("_", "-"))
-        _check_netcdf_engine()
     prior = _prior(args.prior)
     mix = bg.Mixture(k, args.covariance, prior=prior)
     t0 = time.perf_counter()
@@ -463,9 +464,8 @@ def _demo(cfg: DemoSettings, seed: int):
 
     # --- 4. NUTS and the comparison ----------------------------------------------------------
     _heading(f"4. NUTS on the chosen model: {chains} chains x ({warmup} warm-up + {draws} draws)")
-    mix = bg.Mixture(k, cov, prior="default")
     t0 = time.perf_counter()
-    post = mix.sample_posterior(
+    post = best.mixture.sample_posterior(
         X,
         rng_key=seed,
         num_chains=chains,
@@ -479,8 +479,7 @@ def _demo(cfg: DemoSettings, seed: int):
     print(_posterior_summary(post, table))
     figures["compare.png"] = plot_compare(best, post)
     tables["compare.csv"] = lambda p, t=table: t.to_csv(p, index_label="parameter")
-    if _netcdf_engine() is not None:
-        tables["posterior.nc"] = lambda p, post=post: post.to_netcdf(p)
+    tables["posterior.nc"] = lambda p, post=post: post.to_netcdf(p)
 
     print(f"\nDemo finished in {time.perf_counter() - t_start:.1f} s.")
     return figures, tables
@@ -1002,25 +1001,8 @@ def _progress_bar() -> bool:
         return False
 
 
-def _netcdf_engine() -> str | None:
-    import importlib.util
-
-    for module, engine in (("h5netcdf", "h5netcdf"), ("netCDF4", "netcdf4")):
-        if importlib.util.find_spec(module) is not None:
-            return engine
-    return None
-
-
-def _check_netcdf_engine() -> None:
-    if _netcdf_engine() is None:
-        raise CLIError(
-            "--nuts writes posterior.nc, which needs h5netcdf or netCDF4: pip install h5netcdf"
-        )
-
-
-def _quiet_jax() -> None:
-    """Keep JAX's and XLA's start-up chatter (no GPU found, and so on) out of the output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _setup_libraries() -> None:
+    """Keep JAX's start-up chatter (no GPU found, and so on) out of the output; draw off-screen."""
     for name in ("jax", "jax._src.xla_bridge", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if "matplotlib.pyplot" not in sys.modules:  # a fresh process: no window, ever
@@ -1038,7 +1020,6 @@ def _one_line_warnings():
             warnings.filterwarnings("ignore", module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*not enough devices.*")
         yield
 
 
