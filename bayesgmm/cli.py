@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
-    except (CLIError, ValueError, OSError) as exc:
+    except (CLIError, ValueError, OSError, ImportError) as exc:
         _error(_one_line(exc))
         return 1
     except Exception as exc:  # a bug: still one line, with a way to see the traceback
@@ -222,6 +222,7 @@ def run_fit(args: argparse.Namespace) -> int:
             )
         for name in ("num_chains", "num_warmup", "num_samples"):
             _positive(getattr(args, name), "--" + name.replace("_", "-"))
+        _check_netcdf_writer()  # before sampling, not after
     prior = _prior(args.prior)
     mix = bg.Mixture(k, args.covariance, prior=prior)
     t0 = time.perf_counter()
@@ -479,7 +480,6 @@ def _demo(cfg: DemoSettings, seed: int):
     print(_posterior_summary(post, table))
     figures["compare.png"] = plot_compare(best, post)
     tables["compare.csv"] = lambda p, t=table: t.to_csv(p, index_label="parameter")
-    tables["posterior.nc"] = lambda p, post=post: post.to_netcdf(p)
 
     print(f"\nDemo finished in {time.perf_counter() - t_start:.1f} s.")
     return figures, tables
@@ -999,6 +999,17 @@ def _progress_bar() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _check_netcdf_writer() -> None:
+    """posterior.nc (netCDF-4 with groups) needs h5netcdf with h5py, or netCDF4."""
+    import importlib.util
+
+    if importlib.util.find_spec("h5py") is None and importlib.util.find_spec("netCDF4") is None:
+        raise CLIError(
+            "--nuts writes posterior.nc, which needs h5py (with h5netcdf) or netCDF4: "
+            "pip install h5py"
+        )
 
 
 def _setup_libraries() -> None:

@@ -174,6 +174,26 @@ def test_fit_with_nuts(data_dir, tmp_path, capsys):
     assert "R-hat" in stdout
 
 
+def test_nuts_without_a_netcdf_writer_fails_before_sampling(
+    data_dir, tmp_path, capsys, monkeypatch
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("h5py", "netCDF4") else real(name, *a),
+    )
+    out = tmp_path / "post"
+    argv = ["fit", data_dir / "faithful.csv", "-k", 2, "--nuts", "--out", out]
+    code, stdout, err = run(argv, capsys)
+    assert_one_line_error(code, err)
+    assert "pip install h5py" in err
+    assert "EM:" not in stdout  # nothing was fitted
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- select
 
 
