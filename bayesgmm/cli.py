@@ -511,9 +511,10 @@ def _ml_map_table(ml, mp, names) -> str:
 def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
     """The numeric columns of a CSV file with a header: ``(X, column_names)``.
 
-    Without ``columns``, columns with no numeric value at all (labels) are left out with a note;
-    a column with some numeric and some other values, a missing value or an infinite value is an
-    error that names the column and the row.
+    Without ``columns``, columns with no numeric value at all (labels) and columns without a
+    header (a saved row index) are left out with a note; a column with some numeric and some
+    other values, a missing value or an infinite value is an error that names the column and
+    the row.
     """
     import pandas as pd
 
@@ -545,6 +546,7 @@ def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
         )
     if len(df) == 0:
         raise CLIError(f"{path} has a header but no data rows")
+    notes: list[str] = []  # what was left out, for the summary line
     if columns is not None:
         wanted = [c.strip() for c in columns.split(",") if c.strip()]
         if not wanted:
@@ -558,7 +560,12 @@ def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
         if len(set(wanted)) < len(wanted):
             raise CLIError(f"--columns names a column twice: {columns}")
     else:
-        wanted = header
+        # A header cell left empty (pandas calls it "Unnamed: 0") is almost always a saved row
+        # index, not a measurement.
+        unnamed = [c for c in header if re.fullmatch(r"Unnamed: \d+", c)]
+        wanted = [c for c in header if c not in unnamed] or header
+        if len(wanted) < len(header):
+            notes.append("the column without a name (a row index)")
     data, skipped = [], []
     for name in wanted:
         values = _numeric_column(df[name], name, path, required=columns is not None)
@@ -573,7 +580,9 @@ def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
         )
     used = [n for n in wanted if n not in skipped]
     X = np.column_stack(data)
-    note = f" (left out the non-numeric {', '.join(skipped)})" if skipped else ""
+    if skipped:
+        notes.append(f"the non-numeric {', '.join(skipped)}")
+    note = f" (left out {' and '.join(notes)})" if notes else ""
     print(f"Read {X.shape[0]} rows of {', '.join(used)} from {path}{note}.")
     return X, used
 

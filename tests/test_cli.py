@@ -111,6 +111,19 @@ def test_fit_maximum_likelihood_one_column(data_dir, tmp_path, capsys):
     assert "maximum likelihood" in stdout
 
 
+def test_a_saved_row_index_is_left_out(faithful, tmp_path, capsys):
+    csv = tmp_path / "indexed.csv"
+    pd.DataFrame(faithful[:40], columns=["eruptions", "waiting"]).to_csv(csv)  # with its index
+    out = tmp_path / "report"
+    code, stdout, err = run(["fit", csv, "-k", 1, "--covariance", "diag", "--out", out], capsys)
+    assert code == 0, err
+    assert "left out the column without a name" in stdout
+    assert json.loads((out / "params.json").read_text())["data"]["columns"] == [
+        "eruptions",
+        "waiting",
+    ]
+
+
 def test_force_replaces_a_non_empty_folder(data_dir, tmp_path, capsys):
     out = tmp_path / "report"
     out.mkdir()
