@@ -178,16 +178,17 @@ def _transforms(n_components: int, n_features: int, covariance_type: str):
     def unconstrain(params, X, w, prior):
         return unconstrain_fn(model, (X, w), {"prior": prior}, params)
 
-    @jax.jit
-    def constrain(z, X, w, prior):
-        return constrain_fn(model, (X, w), {"prior": prior}, z, batch_ndims=1)
-
-    @jax.jit
-    def pointwise_log_likelihood(params, X, w, prior):
+    @partial(jax.jit, static_argnames="with_log_likelihood")
+    def constrain(z, X, w, prior, with_log_likelihood: bool):
+        """Draws (n_draws, ...) of the sites, and their pointwise log-likelihood (or None)."""
+        params = constrain_fn(model, (X, w), {"prior": prior}, z, batch_ndims=1)
+        if not with_log_likelihood:
+            return params, None
         # One draw at a time (lax.map inside): memory stays O(n_samples * n_components).
-        return log_likelihood(model, params, X, w, prior=prior, parallel=False)["obs"]
+        ll = log_likelihood(model, params, X, w, prior=prior, parallel=False)["obs"]
+        return params, ll
 
-    return unconstrain, constrain, pointwise_log_likelihood
+    return unconstrain, constrain
 
 
 # --------------------------------------------------------------------------- relabelling
@@ -323,21 +324,31 @@ def _reference_fit(mixture: Mixture, X, w, init, rng_key) -> dict:
     return {name: np.asarray(a, np.float64) for name, a in params.items()}
 
 
+def _variances(covariances: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
+    """Per-component, per-feature variances, shape (K, D)."""
+    c = np.asarray(covariances, np.float64)
+    if covariance_type == "full":
+        return np.diagonal(c, axis1=-2, axis2=-1)
+    if covariance_type == "tied":
+        return np.broadcast_to(np.diagonal(c), (k, d))
+    if covariance_type == "diag":
+        return c
+    return np.broadcast_to(c[:, None], (k, d))
+
+
 def _jittered_starts(
-    z_ref: dict, reference: dict, n_effective: float, num_chains: int, rng_key
+    z_ref: dict,
+    reference: dict,
+    covariance_type: str,
+    n_effective: float,
+    num_chains: int,
+    rng_key,
 ) -> dict:
     """Per-chain starting points in unconstrained space: shape (num_chains, ...) per site."""
     w_ref, mu_ref = reference["weights"], reference["means"]
     k, d = mu_ref.shape
     # Posterior standard deviation of each mean, roughly sqrt(var_kd / n_k).
-    cov = np.asarray(reference["covariances"], np.float64)
-    ct_var = {
-        (k, d, d): lambda c: np.diagonal(c, axis1=-2, axis2=-1),
-        (d, d): lambda c: np.broadcast_to(np.diagonal(c), (k, d)),
-        (k, d): lambda c: c,
-        (k,): lambda c: np.broadcast_to(c[:, None], (k, d)),
-    }
-    variances = ct_var[cov.shape](cov) if cov.shape in ct_var else np.ones((k, d))
+    variances = _variances(reference["covariances"], covariance_type, k, d)
     mean_sd = np.sqrt(variances / np.maximum(w_ref * n_effective, 1.0)[:, None])
     dtype = float_dtype()
     starts = {}
@@ -507,9 +518,9 @@ def sample_posterior(
     args = (X_j, w_j, prior)
     n_effective = float(w.sum())
 
-    unconstrain, constrain, pointwise_ll = _transforms(k, d, ct)
+    unconstrain, constrain = _transforms(k, d, ct)
     z_ref = unconstrain({name: jnp.asarray(a, dtype) for name, a in reference.items()}, *args)
-    starts = _jittered_starts(z_ref, reference, n_effective, num_chains, key_jitter)
+    starts = _jittered_starts(z_ref, reference, ct, n_effective, num_chains, key_jitter)
     keys = jax.random.split(key_chains, num_chains)
     kernel = _kernel(k, d, ct, num_warmup, bool(dense_mass), target_accept_prob, max_tree_depth)
     n_iter = num_warmup + num_samples
@@ -528,7 +539,9 @@ def sample_posterior(
     flat_z = {
         name: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])) for name, a in stats["z"].items()
     }
-    samples = {name: np.asarray(a, np.float64) for name, a in constrain(flat_z, *args).items()}
+    # The pointwise log-likelihood is label-invariant: computed from the draws as sampled.
+    constrained, ll = constrain(flat_z, *args, with_log_likelihood=bool(log_likelihood))
+    samples = {name: np.asarray(a, np.float64) for name, a in constrained.items()}
     perm = relabel_permutations(samples["weights"], samples["means"], reference, ct, n_effective)
     relabeled = np.any(perm != np.arange(k), axis=1)
     samples = _apply_permutation(samples, perm, ct)
@@ -543,9 +556,7 @@ def sample_posterior(
         "posterior": posterior,
         "sample_stats": sample_stats,
     }
-    if log_likelihood:
-        # Label-invariant, so computed from the draws as sampled.
-        ll = pointwise_ll({name: jnp.asarray(a, dtype) for name, a in samples.items()}, *args)
+    if ll is not None:
         data["log_likelihood"] = {"obs": np.asarray(ll, np.float64).reshape(shape + (n,))}
     data["observed_data"] = {"obs": Xa}
     if sample_weight is not None:

@@ -23,7 +23,7 @@ from numpyro.infer.util import log_density, potential_energy, unconstrain_fn
 from scipy.special import logsumexp
 
 import bayesgmm as bg
-from bayesgmm.nuts import _jittered_starts, relabel_permutations
+from bayesgmm.nuts import _apply_permutation, _jittered_starts, relabel_permutations
 
 PARAMS = ("weights", "means", "covariances")
 
@@ -229,8 +229,9 @@ def test_quick_run_structure_and_determinism(tiny):
     # the chains start from different points, so they differ
     assert not np.array_equal(a.posterior["means"].values[0], a.posterior["means"].values[1])
     # num_samples not a multiple of the compiled chunk, and a single chain
-    d = _tiny_run(tiny, num_chains=1, num_samples=7)
+    d = _tiny_run(tiny, num_chains=1, num_samples=7, log_likelihood=False)
     assert d.posterior["weights"].shape == (1, 7, 2)
+    assert "log_likelihood" not in d.children
 
 
 def test_sample_weight_reaches_the_model(tiny):
@@ -406,6 +407,33 @@ def test_relabel_single_component_and_ties():
     np.testing.assert_array_equal(perm, [[0, 1]] * 3)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "spherical"])
+def test_permutation_moves_whole_components(covariance_type):
+    rng = np.random.default_rng(3)
+    s, k, d = 6, 3, 2
+    samples = {
+        "weights": rng.dirichlet(np.ones(k), size=s),
+        "means": rng.normal(size=(s, k, d)),
+        "covariances": {
+            "full": rng.normal(size=(s, k, d, d)),
+            "tied": rng.normal(size=(s, d, d)),
+            "spherical": rng.random((s, k)),
+        }[covariance_type],
+    }
+    perm = np.array([rng.permutation(k) for _ in range(s)])
+    out = _apply_permutation(samples, perm, covariance_type)
+    for i in range(s):
+        for new, old in enumerate(perm[i]):
+            assert out["weights"][i, new] == samples["weights"][i, old]
+            np.testing.assert_array_equal(out["means"][i, new], samples["means"][i, old])
+            if covariance_type != "tied":
+                np.testing.assert_array_equal(
+                    out["covariances"][i, new], samples["covariances"][i, old]
+                )
+    if covariance_type == "tied":
+        np.testing.assert_array_equal(out["covariances"], samples["covariances"])
+
+
 def test_jittered_starts_differ_by_chain_and_stay_near_the_reference():
     ref = {
         "weights": np.array([0.4, 0.6]),
@@ -417,7 +445,7 @@ def test_jittered_starts_differ_by_chain_and_stay_near_the_reference():
         "means": ref["means"],
         "covariances": np.log(ref["covariances"]),
     }
-    starts = _jittered_starts(z, ref, 272.0, 4, jax.random.PRNGKey(0))
+    starts = _jittered_starts(z, ref, "diag", 272.0, 4, jax.random.PRNGKey(0))
     for name, a in starts.items():
         a = np.asarray(a)
         assert a.shape == (4,) + np.shape(z[name])
@@ -426,3 +454,7 @@ def test_jittered_starts_differ_by_chain_and_stay_near_the_reference():
     sd = np.sqrt(ref["covariances"] / (ref["weights"][:, None] * 272.0))
     dev = np.abs(np.asarray(starts["means"]) - ref["means"]) / sd
     assert dev.max() < 6 and dev.mean() > 0.2
+    # tied with K == D: the (D, D) matrix is not mistaken for (K, D) variances
+    tied = dict(ref, covariances=np.array([[1.0, -0.5], [-0.5, 2.0]]))
+    starts = _jittered_starts(z, tied, "tied", 272.0, 4, jax.random.PRNGKey(0))
+    assert np.all(np.isfinite(np.asarray(starts["means"])))
