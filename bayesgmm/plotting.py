@@ -94,7 +94,7 @@ def plot_mixture(
     """The fitted mixture over the data.
 
     - One feature: a histogram of ``X`` with the weighted component densities (dashed) and the
-      mixture density (black).
+      mixture density, their sum (grey).
     - Two features: the points, each coloured by its membership probabilities as a blend of the
       component colours, with the 1, 2 and 3 sigma ellipses of every component (or, with
       ``style="contours"``, contours of the mixture density).
@@ -125,16 +125,17 @@ def plot_mixture(
     d = res.n_features_in
     X = _as_2d(X, d)
     names = _names(feature_names, d)
-    if d == 1:
+    if d <= 2:
         if not _is_axes_or_none(ax):
-            raise ValueError("plot_mixture with one feature draws into one matplotlib Axes.")
-        fig, ax = _figure_axes(ax, (6.4, 4.0))
-        _plot_1d(ax, res, X[:, 0], names[0], bins)
-    elif d == 2:
-        if not _is_axes_or_none(ax):
-            raise ValueError("plot_mixture with two features draws into one matplotlib Axes.")
-        fig, ax = _figure_axes(ax, (6.0, 5.0))
-        _plot_2d(ax, res, X, names, style)
+            raise ValueError(
+                f"plot_mixture with {d} feature(s) draws into one matplotlib Axes, "
+                f"got {type(ax).__name__}."
+            )
+        fig, ax = _figure_axes(ax, (6.4, 4.0) if d == 1 else (6.0, 5.0))
+        if d == 1:
+            _plot_1d(ax, res, X[:, 0], names[0], bins)
+        else:
+            _plot_2d(ax, res, X, names, style)
     else:
         fig = _plot_corner(ax, res, X, names, bins)
         ax = None
