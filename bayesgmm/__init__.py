@@ -2,7 +2,7 @@
 
 from . import datasets
 from .api import FitResult, Mixture
-from .compare import compare, plot_compare
+from .posterior import compare, plot_compare
 from .priors import Prior
 from .select import Selection, select
 

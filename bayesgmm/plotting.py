@@ -437,7 +437,7 @@ def save_figures(figures: dict[str, Figure], folder, dpi: int = 110) -> list[str
 
 
 def plot_compare(res: FitResult, post, **kwargs) -> Figure:
-    """EM estimates against the NUTS posterior; see :func:`bayesgmm.compare.plot_compare`."""
-    from .compare import plot_compare as _plot_compare
+    """EM estimates against the NUTS posterior; see :func:`bayesgmm.posterior.plot_compare`."""
+    from .posterior import plot_compare as _plot_compare
 
     return _plot_compare(res, post, **kwargs)

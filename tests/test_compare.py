@@ -13,7 +13,7 @@ import pytest
 from arviz_base import from_dict, rc_context
 
 import bayesgmm as bg
-from bayesgmm.compare import plot_diagnostics, plot_forest
+from bayesgmm.posterior import plot_diagnostics, plot_forest
 
 matplotlib.use("Agg")
 

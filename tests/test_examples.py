@@ -36,8 +36,6 @@ def test_every_example_is_tested():
 
 @pytest.mark.parametrize("name", SETTINGS)
 def test_example_runs(name, tmp_path, capsys):
-    if name == "nuts_posterior":
-        pytest.importorskip("bayesgmm.compare")
     result = load(name).main(out_dir=tmp_path, **SETTINGS[name])
     pngs = sorted(tmp_path.glob("*.png"))
     assert pngs and all(p.stat().st_size > 10_000 for p in pngs)
