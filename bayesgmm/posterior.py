@@ -209,7 +209,10 @@ def _em_dataset(res, post):
 
 
 def _figure(pc):
-    return pc.viz["figure"].item()
+    fig = pc.viz["figure"].item()
+    # Keeps the suptitle and the per-row titles from overlapping.
+    fig.set_layout_engine("constrained")
+    return fig
 
 
 def plot_compare(
