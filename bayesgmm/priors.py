@@ -140,16 +140,12 @@ def resolve_prior(
 
     if prior.scale is None:
         scale = data_cov / n_components ** (2.0 / d)
-        try:
-            np.linalg.cholesky(scale)
-            ok = np.all(np.isfinite(scale))
-        except np.linalg.LinAlgError:
-            ok = False
-        if not ok:
+        if not _well_conditioned(scale):
             raise ValueError(
-                "The default prior scale (data covariance / K^(2/D)) is not positive definite: "
-                "the data have a constant column, linearly dependent columns or too few rows. "
-                "Pass bayesgmm.Prior(scale=...) with a positive definite matrix."
+                "prior='default' needs a positive definite data covariance for its scale "
+                "(data covariance / K^(2/D)), but the data covariance is singular: a constant "
+                "column, linearly dependent columns or too few distinct rows. Drop the redundant "
+                "columns or pass bayesgmm.Prior(scale=...) with a positive definite matrix."
             )
     else:
         scale = _check_scale(prior.scale, d, covariance_type)
@@ -170,6 +166,14 @@ def resolve_prior(
     )
 
 
+def _well_conditioned(matrix: np.ndarray) -> bool:
+    """Symmetric positive definite with a condition number that float64 can still resolve."""
+    if not np.all(np.isfinite(matrix)):
+        return False
+    eig = np.linalg.eigvalsh(matrix)
+    return bool(eig[0] > 1e-12 * max(eig[-1], 0.0) and eig[0] > 0)
+
+
 def _check_scale(value, d: int, covariance_type: str) -> np.ndarray:
     scale = np.array(value, dtype=np.float64)
     allowed = {"full": "(D, D)", "tied": "(D, D)", "diag": "(D, D) or (D,)"}.get(
@@ -182,12 +186,11 @@ def _check_scale(value, d: int, covariance_type: str) -> np.ndarray:
             raise ValueError(
                 "Prior scale must be a symmetric positive definite matrix; it is not symmetric."
             )
-        try:
-            np.linalg.cholesky(scale)
-        except np.linalg.LinAlgError:
+        if not _well_conditioned(scale):
             raise ValueError(
-                "Prior scale must be a symmetric positive definite matrix; it is not positive definite."
-            ) from None
+                "Prior scale must be a symmetric positive definite matrix; it is not positive "
+                "definite (or is numerically singular)."
+            )
         return scale
     ok_vector = scale.ndim == 1 and scale.shape == (d,) and covariance_type in ("diag", "spherical")
     ok_scalar = scale.ndim == 0 and covariance_type == "spherical"
