@@ -20,7 +20,7 @@ from .model import mixture_model
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
 from .priors import Prior, PriorParams, cast_prior, resolve_prior
-from .stats import choose_block_size, map_blocks, weighted_log_prob
+from .stats import choose_block_size, log_prob_fn, map_blocks
 
 
 def as_key(rng_key) -> Array:
@@ -374,7 +374,7 @@ def fit_candidates(
     if priors[0] is not None:
         prior_batch = jax.tree.map(lambda *a: jnp.asarray(np.stack(a), dtype), *priors)
     out = em.fit(
-        jnp.asarray(X, dtype),
+        jnp.asarray(X.T, dtype),
         jnp.asarray(sample_weight, dtype),
         key,
         jnp.asarray(tol, dtype),
@@ -439,8 +439,8 @@ def fit_candidates(
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "block_size"))
-def _weighted_log_prob(X, params: GMMParams, covariance_type: str, block_size: int) -> Array:
-    return map_blocks(lambda xb: weighted_log_prob(xb, params, covariance_type), X, block_size)
+def _weighted_log_prob(Xt, params: GMMParams, covariance_type: str, block_size: int) -> Array:
+    return map_blocks(log_prob_fn(params, covariance_type), Xt, block_size)
 
 
 class FitResult:
@@ -556,7 +556,7 @@ class FitResult:
         Xa = v.check_X(X, n_features=self.n_features_in)
         dtype = self.means.dtype
         block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
-        return _weighted_log_prob(jnp.asarray(Xa, dtype), self._params, self.covariance_type, block)
+        return _weighted_log_prob(jnp.asarray(Xa.T, dtype), self._params, self.covariance_type, block)
 
     def score_samples(self, X: ArrayLike) -> Array:
         """Log-density of each row under the mixture: shape (n_samples,)."""

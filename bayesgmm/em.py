@@ -17,9 +17,10 @@ from jax import Array
 
 from .init import initial_params
 from .mstep import m_step
+from .numerics import tiny
 from .params import GMMParams, make_params
 from .priors import PriorParams, log_prior
-from .stats import SuffStats, e_step, to_blocks
+from .stats import SuffStats, e_step
 
 # A covariance pivot below (this * eps)^2 times the data variance is numerically singular.
 _SINGULAR_FACTOR = 100.0
@@ -34,6 +35,9 @@ class EMState(NamedTuple):
     history: Array  # shape=(max_iter + 1,): history[t] = objective after t iterations
     converged: Array  # shape=(), bool
     singular: Array  # shape=(), bool: the last M-step produced a singular covariance
+    stop: Array  # shape=(), bool: iterating is over; the next E-step scores the result
+    done: Array  # shape=(), bool: that last E-step is done
+    log_likelihood: Array  # shape=(): log-likelihood of ``params`` once ``done``
 
 
 class EMConfig(NamedTuple):
@@ -53,14 +57,35 @@ def objective(stats: SuffStats, params: GMMParams, cfg: EMConfig, covariance_typ
     return stats.loglik + log_prior(params, cfg.prior, covariance_type, cfg.active)
 
 
-def is_singular(params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array:
+def cancellation_floor(stats: SuffStats, covariance_type: str) -> Array:
+    """The smallest variances that statistics about a reference point resolve.
+
+    The M-step's scatter about the new means, ``s2 - s1 s1^T / nk``, loses about
+    ``eps nk shift^2`` to cancellation, ``shift = s1 / nk`` the distance from the reference to the
+    new mean. That is nothing when the reference is the current mean (a small shift), but
+    float64 statistics are taken about the mixture mean (:mod:`bayesgmm.stats`). Shape (K, D);
+    tied (D,).
+    """
+    nk = stats.nk + tiny(stats.s1.dtype)
+    shift2 = (stats.s1 / nk[:, None]) ** 2
+    if covariance_type == "tied":
+        shift2 = stats.nk @ shift2 / jnp.sum(nk)
+    return _SINGULAR_FACTOR * jnp.finfo(stats.s1.dtype).eps * shift2
+
+
+def is_singular(
+    params: GMMParams, cfg: EMConfig, covariance_type: str, floor: Array | None = None
+) -> Array:
     """True if any covariance is not (numerically) positive definite.
 
     ``threshold`` (D,) holds, per feature, the smallest variance that is still resolved at the
-    data's precision. For full and tied covariances the squared Cholesky pivots are compared
-    (``1 / diag(U)^2`` with ``U`` the precision Cholesky factor).
+    data's precision; ``floor`` (K, D) (tied: (D,)), if given, what the statistics resolve (see
+    :func:`cancellation_floor`). For full and tied covariances the squared Cholesky pivots are
+    compared (``1 / diag(U)^2`` with ``U`` the precision Cholesky factor).
     """
     pc, threshold = params.precisions_chol, cfg.singular_threshold
+    if floor is not None:
+        threshold = jnp.maximum(threshold, floor)
     if covariance_type in ("full", "tied"):
         pivots, thr = 1.0 / jnp.diagonal(pc, axis1=-2, axis2=-1) ** 2, threshold
         pc_bad = ~jnp.all(jnp.isfinite(pc), axis=(-2, -1))
@@ -68,7 +93,7 @@ def is_singular(params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array
         pivots, thr = params.covariances, threshold
         pc_bad = ~jnp.all(jnp.isfinite(pc), axis=-1)
     else:
-        pivots, thr = params.covariances[:, None], jnp.mean(threshold)
+        pivots, thr = params.covariances[:, None], jnp.mean(threshold, axis=-1, keepdims=True)
         pc_bad = ~jnp.isfinite(pc)
     # Per component (tied: one flag); NaN pivots fail the comparison and count as singular.
     bad = jnp.any(~(pivots > thr), axis=-1) | pc_bad
@@ -83,28 +108,49 @@ def is_singular(params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array
 def init_state(params: GMMParams, max_iter: int) -> EMState:
     dtype = params.means.dtype
     history = jnp.full(max_iter + 1, jnp.nan, dtype)
+    false = jnp.zeros((), bool)
+    nan = jnp.array(jnp.nan, dtype)
     return EMState(
-        params,
-        jnp.zeros((), jnp.int32),
-        jnp.array(-jnp.inf, dtype),
-        history,
-        jnp.zeros((), bool),
-        jnp.zeros((), bool),
+        params, jnp.zeros((), jnp.int32), jnp.array(-jnp.inf, dtype), history, false, false,
+        false, false, nan,
     )
 
 
 def em_step(
-    state: EMState, X_blocks: Array, w_blocks: Array, cfg: EMConfig, covariance_type: str
+    state: EMState,
+    Xt: Array,
+    sample_weight: Array,
+    cfg: EMConfig,
+    covariance_type: str,
+    max_iter: int,
+    block_size: int,
 ) -> EMState:
-    """One E-step and one M-step."""
-    stats = e_step(X_blocks, w_blocks, state.params, covariance_type)
+    """One E-step and, unless ``state.stop``, one M-step.
+
+    The E-step gives the objective of the current parameters. Once ``stop`` is set (converged,
+    singular or ``max_iter`` reached) the next call only records that objective: the loop body
+    holds the one copy of the E-step, which halves the compiled program.
+    """
+    stats, ref = e_step(Xt, sample_weight, block_size, state.params, covariance_type)
     obj = objective(stats, state.params, cfg, covariance_type)
-    new = m_step(stats, state.params.means, cfg.prior, cfg.reg_covar, covariance_type, cfg.active)
-    singular = is_singular(new, cfg, covariance_type)
-    params = jax.tree.map(lambda a, b: jnp.where(singular, a, b), state.params, new)
-    converged = jnp.abs(obj - state.objective) < cfg.tol * stats.weight
     history = state.history.at[state.n_iter].set(obj)
-    return EMState(params, state.n_iter + 1, obj, history, converged & ~singular, singular)
+    new = m_step(stats, ref, cfg.prior, cfg.reg_covar, covariance_type, cfg.active)
+    singular = is_singular(new, cfg, covariance_type, cancellation_floor(stats, covariance_type))
+    keep = state.stop | singular
+    params = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state.params, new)
+    converged = jnp.abs(obj - state.objective) < cfg.tol * stats.weight
+    n_iter = state.n_iter + jnp.where(state.stop, 0, 1).astype(jnp.int32)
+    return EMState(
+        params,
+        n_iter,
+        obj,
+        history,
+        jnp.where(state.stop, state.converged, converged & ~singular),
+        jnp.where(state.stop, state.singular, singular),
+        state.stop | converged | singular | (n_iter >= max_iter),
+        state.stop,
+        stats.loglik,
+    )
 
 
 class FitOutput(NamedTuple):
@@ -119,22 +165,22 @@ class FitOutput(NamedTuple):
     history: Array  # (max_iter + 1,); history[1 : n_iter + 1] are the per-iteration objectives
 
 
-def _run(params0, X_blocks, w_blocks, cfg, covariance_type, max_iter):
-    def cond(s: EMState):
-        return (s.n_iter < max_iter) & ~s.converged & ~s.singular
-
+def _run(params0, Xt, sample_weight, cfg, covariance_type, max_iter, block_size):
     state = jax.lax.while_loop(
-        cond,
-        lambda s: em_step(s, X_blocks, w_blocks, cfg, covariance_type),
+        lambda s: ~s.done,
+        lambda s: em_step(s, Xt, sample_weight, cfg, covariance_type, max_iter, block_size),
         init_state(params0, max_iter),
     )
-    stats = e_step(X_blocks, w_blocks, state.params, covariance_type)
-    obj = objective(stats, state.params, cfg, covariance_type)
-    history = state.history.at[state.n_iter].set(obj)
     # A start that is singular already (init) never iterates.
     singular = state.singular | is_singular(state.params, cfg, covariance_type)
     return FitOutput(
-        state.params, state.n_iter, state.converged, singular, obj, stats.loglik, history
+        state.params,
+        state.n_iter,
+        state.converged,
+        singular,
+        state.objective,
+        state.log_likelihood,
+        state.history,
     )
 
 
@@ -143,7 +189,7 @@ def _run(params0, X_blocks, w_blocks, cfg, covariance_type, max_iter):
     static_argnames=("n_components", "covariance_type", "init", "max_iter", "n_init", "block_size"),
 )
 def fit(
-    X: Array,
+    Xt: Array,
     sample_weight: Array,
     rng_key: Array,
     tol: Array,
@@ -163,7 +209,8 @@ def fit(
 
     Parameters
     ----------
-    X : array of shape (n_samples, n_features)
+    Xt : array of shape (n_features, n_samples)
+        The data as columns (the transpose of scikit-learn's ``X``), see :mod:`bayesgmm.stats`.
     sample_weight : array of shape (n_samples,)
     rng_key : PRNG key
         Split into ``n_init`` start keys, the same for every candidate.
@@ -182,11 +229,10 @@ def fit(
     FitOutput
         Every leaf has leading axes (n_candidates, n_init).
     """
-    X_blocks, w_blocks = to_blocks(X, sample_weight, block_size)
     w = sample_weight / jnp.sum(sample_weight)
-    mean = w @ X
-    var = w @ (X - mean) ** 2
-    eps = jnp.finfo(X.dtype).eps
+    mean = Xt @ w
+    var = (Xt - mean[:, None]) ** 2 @ w
+    eps = jnp.finfo(Xt.dtype).eps
     threshold = (_SINGULAR_FACTOR * eps) ** 2 * var
 
     def one(k_active, prior, key):
@@ -197,8 +243,9 @@ def fit(
         else:
             params0 = initial_params(
                 key,
-                X_blocks,
-                w_blocks,
+                Xt,
+                sample_weight,
+                block_size,
                 n_components,
                 init,
                 prior,
@@ -206,7 +253,7 @@ def fit(
                 covariance_type,
                 active,
             )
-        return _run(params0, X_blocks, w_blocks, cfg, covariance_type, max_iter)
+        return _run(params0, Xt, sample_weight, cfg, covariance_type, max_iter, block_size)
 
     keys = jax.random.split(rng_key, n_init)
     per_candidate = jax.vmap(one, in_axes=(None, None, 0))
