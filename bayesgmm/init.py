@@ -15,10 +15,19 @@ from jax import Array
 from .mstep import m_step
 from .params import GMMParams
 from .priors import PriorParams
-from .stats import accumulate
+from .stats import accumulate, sum_blocks
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random_from_data")
 _KMEANS_MAX_ITER = 100
+
+
+def _draw(rng_key: Array, log_p: Array) -> Array:
+    """An index drawn with probability proportional to ``exp(log_p)``.
+
+    The Gumbel-max trick: one pass and an argmax, where ``jax.random.choice`` would build a
+    cumulative sum and search it (three times the compiled code).
+    """
+    return jnp.argmax(log_p + jax.random.gumbel(rng_key, log_p.shape, log_p.dtype))
 
 
 def kmeans_plusplus(rng_key: Array, Xt: Array, w: Array, n_components: int) -> Array:
@@ -26,36 +35,41 @@ def kmeans_plusplus(rng_key: Array, Xt: Array, w: Array, n_components: int) -> A
 
     Returns the centres, shape (K, D).
     """
-    first_key, loop_key = jax.random.split(rng_key)
-    d, n = Xt.shape
-    first = jax.random.choice(first_key, n, p=w / jnp.sum(w))
-    centers = jnp.zeros((n_components, d), Xt.dtype).at[0].set(Xt[:, first])
-    d2 = jnp.sum((Xt - Xt[:, first, None]) ** 2, axis=0)
+    keys = jax.random.split(rng_key, n_components)
+    log_w = jnp.log(w)
 
     def body(k, carry):
-        centers, d2, key = carry
-        key, sub = jax.random.split(key)
-        p = w * d2
-        total = jnp.sum(p)
+        centers, d2 = carry
+        log_p = log_w + jnp.log(d2)
         # All remaining mass at distance 0 (fewer distinct rows than K): fall back on w.
-        p = jnp.where(total > 0, p / jnp.where(total > 0, total, 1), w / jnp.sum(w))
-        idx = jax.random.choice(sub, n, p=p)
-        d2 = jnp.minimum(d2, jnp.sum((Xt - Xt[:, idx, None]) ** 2, axis=0))
-        return centers.at[k].set(Xt[:, idx]), d2, key
+        log_p = jnp.where(jnp.max(log_p) > -jnp.inf, log_p, log_w)
+        new = Xt[:, _draw(keys[k], log_p)]
+        d2 = jnp.minimum(d2, jnp.sum((Xt - new[:, None]) ** 2, axis=0))
+        return centers.at[k].set(new), d2
 
-    centers, _, _ = jax.lax.fori_loop(1, n_components, body, (centers, d2, loop_key))
+    # The first centre is drawn by weight alone: d2 = 1 everywhere.
+    centers = jnp.zeros((n_components, Xt.shape[0]), Xt.dtype)
+    centers, _ = jax.lax.fori_loop(0, n_components, body, (centers, jnp.ones_like(w)))
     return centers
 
 
-def _nearest_resp_fn(centers: Array, active: Array):
-    k = centers.shape[0]
+def _nearest(xt: Array, centers: Array, active: Array) -> Array:
+    """One-hot (K, B) of the nearest active centre of each column of ``xt`` (D, B).
 
+    ``|x - c_k|^2`` is ranked through ``2 c_k . x - |c_k|^2``, one matrix product per block, with
+    everything centred on the centres' mean first.
+    """
+    ref = (active @ centers / jnp.sum(active))[:, None]
+    cc = centers - ref.T
+    scores = 2 * cc @ (xt - ref) - jnp.sum(cc * cc, axis=1)[:, None]
+    labels = jnp.argmax(jnp.where(active[:, None], scores, -jnp.inf), axis=0)
+    return jax.nn.one_hot(labels, centers.shape[0], dtype=xt.dtype, axis=0)
+
+
+def _nearest_resp_fn(centers: Array, active: Array):
     def resp_fn(xt, xk, i):
-        del xt, i
-        d2 = jnp.where(active[:, None], jnp.sum(xk * xk, axis=1), jnp.inf)  # (K, B)
-        labels = jnp.argmin(d2, axis=0)
-        one_hot = jax.nn.one_hot(labels, k, dtype=xk.dtype, axis=0)
-        return one_hot, jnp.zeros(xk.shape[-1], xk.dtype)
+        del xk, i
+        return _nearest(xt, centers, active), jnp.zeros(xt.shape[1], xt.dtype)
 
     return resp_fn
 
@@ -69,9 +83,14 @@ def lloyd(Xt: Array, w: Array, block_size: int, centers: Array, active: Array) -
 
     def body(carry):
         it, c, _ = carry
-        st = accumulate(Xt, w, block_size, c, _nearest_resp_fn(c, active), "spherical")
+
+        def block_fn(xt, wb, i):
+            one_hot = _nearest(xt, c, active) * wb[None, :]
+            return jnp.sum(one_hot, axis=1), one_hot @ xt.T
+
+        nk, sums = sum_blocks(Xt, w, block_size, block_fn)
         # Empty clusters keep their centre.
-        new = c + jnp.where(st.nk[:, None] > 0, st.s1 / jnp.maximum(st.nk, 1e-30)[:, None], 0)
+        new = jnp.where(nk[:, None] > 0, sums / jnp.where(nk > 0, nk, 1)[:, None], c)
         return it + 1, new, jnp.max(jnp.abs(new - c))
 
     _, centers, _ = jax.lax.while_loop(cond, body, (0, centers, jnp.array(jnp.inf, centers.dtype)))
@@ -101,8 +120,9 @@ def initial_params(
             centers = lloyd(Xt, w, block_size, centers, active)
         resp_fn = _nearest_resp_fn(centers, active)
     elif init == "random_from_data":
-        p = (w > 0) / jnp.sum(w > 0)
-        idx = jax.random.choice(rng_key, Xt.shape[1], (n_components,), replace=False, p=p)
+        # K distinct rows among those with positive weight (Gumbel top-k).
+        noise = jax.random.gumbel(rng_key, w.shape, w.dtype)
+        _, idx = jax.lax.top_k(jnp.where(w > 0, noise, -jnp.inf), n_components)
         centers = Xt[:, idx].T
         resp_fn = _nearest_resp_fn(centers, active)
     elif init == "random":
