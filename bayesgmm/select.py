@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 from jax.typing import ArrayLike
 
 from . import _validation as v
 from .api import FitResult, Mixture, fit_candidates
 from .priors import Prior
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CRITERIA = ("bic", "aic")
 
@@ -118,6 +122,8 @@ def select(
             )
     if not fits:
         raise ValueError("No candidate could be fitted; see the errors in the messages above.")
+    import pandas as pd  # imported on first use (0.4 s)
+
     table = pd.DataFrame(rows)
     best_row = table.loc[table[criterion].idxmin()]
     best = fits[(int(best_row["n_components"]), best_row["covariance_type"])]
