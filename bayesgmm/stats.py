@@ -1,29 +1,30 @@
 """E-step: component log-densities, responsibilities and additive sufficient statistics.
 
 The statistics of a block of rows are sums over its rows, so blocks, devices and streams combine
-by addition. Second moments are accumulated about a reference point per component (the current
-means), which keeps float32 accurate: ``s1`` and ``s2`` are small when the means are good.
+by addition. Second moments are accumulated about reference points, which :func:`e_step` returns
+with them and the M-step consumes.
 
 The data are held as columns, ``Xt`` of shape (n_features, n_samples), and processed in blocks
 of ``block_size`` columns with ``lax.scan``, read straight from ``Xt`` with ``lax.dynamic_slice``
-(no padded or reshaped copy of the data). A block is ``xt`` of shape (D, B) and the per-component
-arrays are (K, B) or (K, D, B): every contraction over the rows of a block is then a plain matrix
-product over contiguous memory. No array larger than (K, D, block_size) is ever formed.
+(no padded or reshaped copy of the data). A block is ``xt`` of shape (D, B); per-component arrays
+are (K, B) or (K, D, B), so every contraction over the rows of a block is a plain matrix product
+over contiguous memory. No array larger than (K, D, block_size) is ever formed.
 
-How the log-densities are computed depends on the precision:
+The E-step has two forms, chosen by the precision:
 
-- float64: ``log pi_k N(x | mu_k, Sigma_k)`` is a quadratic polynomial in ``x``, so it is
-  ``theta_k . phi(x - c) + beta_k`` with fixed features ``phi`` (the products ``x_i x_j``,
-  ``i <= j``, and ``x``; fewer for the other covariance types) of the rows centred on one point
-  ``c``, the mixture mean. All K log-densities of a block are then one matrix product
-  (K, F) x (F, B), half the arithmetic of whitening the rows for every component and without its
-  (K, D, B) intermediate. Expanding the quadratic form costs about ``eps |x - c|^2 / sigma_k^2``
-  in accuracy, which float64 can afford (1e-8 at a 1e4-sigma separation).
-- float32: that loss would be visible, so every row is centred on every component's mean first
-  and whitened by its precision Cholesky factor, as scikit-learn does.
-
-The statistics ``s1``, ``s2`` are always taken about the current means (centred rows), so the
-M-step keeps full accuracy and an exactly collapsed component gives an exactly zero scatter.
+- float64 expands the quadratic forms. ``log pi_k N(x | mu_k, Sigma_k)`` is a quadratic
+  polynomial in ``x``: ``theta_k . phi(x - c) + beta_k`` with features ``phi`` of the rows
+  centred on one point ``c``, the mixture mean (full: the products ``x_i x_j``, ``i <= j``, and
+  ``x``; diag: ``x_i^2`` and ``x``; spherical: ``|x|^2`` and ``x``). The K log-densities of a
+  block are one product (K, F) x (F, B), and the statistics another, ``resp phi^T`` (K, F), which
+  holds ``s1`` and ``s2`` about ``c``: half the arithmetic of centring and whitening the rows for
+  every component, and no (K, D, B) array. The price is cancellation: about
+  ``eps |x - c|^2 / sigma_k^2`` in the log-densities and ``eps |xbar_k - c|^2`` in the
+  variances, which float64 can afford (1e-8 at a 1e4-sigma separation). The EM loop counts a
+  variance below what the statistics resolve as singular (``em.cancellation_floor``).
+- float32 cannot, so it centres every row on every component's current mean, whitens it with the
+  precision Cholesky factor (as scikit-learn does) and takes the statistics about the current
+  means, which are small when the means are good: the STYLE rule that keeps float32 accurate.
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from jax.scipy.special import logsumexp
 
 from .params import GMMParams, log_det_precision_chol
 
-# Rows per block: the per-component working arrays (K, D, B) of a block should stay within the
-# fast caches. Measured on a 2-core AMD EPYC (1 MiB L2 per core) for D, K in 2..64: 2**16 to 2**18
-# elements per (K, D, B) array are equally fast, larger blocks lose up to 2x, smaller ones pay
-# the per-block overhead of the loop (a few microseconds per block).
-_BLOCK_ELEMENTS = 2**17
+# Rows per block B: the working arrays of a block, (K, D, B) in float32 and (D (D + 3) / 2, B)
+# in float64, should stay within the caches, and blocks should be long enough to amortise the
+# per-block cost of the loop (a few microseconds). Measured on a 2-core AMD EPYC (1 MiB L2 per
+# core), E-step time per row for (D, K) = (2, 3), (8, 8), (16, 16), both dtypes, all types: flat
+# within 20% for K D B from 2**16 to 2**19 elements, slower outside. 2**18 is the middle.
+_BLOCK_ELEMENTS = 2**18
 _MIN_BLOCK = 256
 _MAX_BLOCK = 8192
 
@@ -110,10 +112,10 @@ def _log_norm_const(params: GMMParams, covariance_type: str) -> Array:
 def _mahalanobis_centered(xk: Array, params: GMMParams, covariance_type: str) -> Array:
     """Squared Mahalanobis distances (K, B) from rows centred on each component (K, D, B)."""
     pc = params.precisions_chol
-    if covariance_type == "full":
-        y = jnp.einsum("kde,kdb->keb", pc, xk)
-    elif covariance_type == "tied":
-        y = jnp.einsum("de,kdb->keb", pc, xk)
+    if covariance_type in ("full", "tied"):
+        # tied as K batched products too: XLA does "de,kdb->keb" (a product over two axes of
+        # xk) several times slower.
+        y = jnp.einsum("kde,kdb->keb", jnp.broadcast_to(pc, xk.shape[:1] + pc.shape[-2:]), xk)
     elif covariance_type == "diag":
         y = xk * pc[:, :, None]
     else:
@@ -228,10 +230,9 @@ def stats_from_resp(xk: Array, resp_w: Array, covariance_type: str) -> tuple[Arr
     """(nk, s1, s2) of one block from centred rows (K, D, B) and weighted responsibilities (K, B)."""
     nk = jnp.sum(resp_w, axis=1)
     s1 = jnp.einsum("kdb,kb->kd", xk, resp_w)
-    if covariance_type == "full":
+    if covariance_type in ("full", "tied"):
         s2 = jnp.einsum("kdb,keb->kde", xk * resp_w[:, None, :], xk)
-    elif covariance_type == "tied":
-        s2 = jnp.einsum("kdb,keb->de", xk * resp_w[:, None, :], xk)
+        s2 = jnp.sum(s2, axis=0) if covariance_type == "tied" else s2
     elif covariance_type == "diag":
         s2 = jnp.einsum("kdb,kb->kd", xk * xk, resp_w)
     else:
