@@ -207,7 +207,7 @@ class Mixture:
         -------
         FitResult
         """
-        Xa = v.check_X(X)
+        Xa = v.check_X(X, dtype=float_dtype())
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
         ip = None
         if init_params is not None:
@@ -579,7 +579,7 @@ class FitResult:
 
     # ------------------------------------------------------------------ scoring
     def _score_rows(self, X, output: str) -> Array:
-        Xa = v.check_X(X, n_features=self.n_features_in)
+        Xa = v.check_X(X, n_features=self.n_features_in, dtype=self.means.dtype)
         Xt = np.asarray(Xa.T, self.means.dtype)  # the rows as columns, see bayesgmm.stats
         block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
         return _score_rows(Xt, self._params, self.covariance_type, block, output)

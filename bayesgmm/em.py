@@ -20,7 +20,7 @@ from .mstep import m_step
 from .numerics import tiny
 from .params import GMMParams, make_params
 from .priors import PriorParams, log_prior
-from .stats import SuffStats, e_step
+from .stats import SuffStats, e_step, sum_blocks
 
 # A covariance pivot below (this * eps)^2 times the data variance is numerically singular.
 _SINGULAR_FACTOR = 100.0
@@ -227,7 +227,8 @@ def _fit(
     """
     w = sample_weight / jnp.sum(sample_weight)
     mean = Xt @ w
-    var = (Xt - mean[:, None]) ** 2 @ w
+    # Block by block: (Xt - mean)^2 of all the data would be a data-sized temporary.
+    var = sum_blocks(Xt, w, block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
     eps = jnp.finfo(Xt.dtype).eps
     threshold = (_SINGULAR_FACTOR * eps) ** 2 * var
 

@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 
 from . import _validation as v
 from .api import FitResult, Mixture, fit_candidates
+from .numerics import float_dtype
 from .priors import Prior
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def select(
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
-    Xa = v.check_X(X)
+    Xa = v.check_X(X, dtype=float_dtype())
     ks = [v.check_n_components(k) for k in n_components]
     types = [v.check_covariance_type(t) for t in covariance_types]
     if not ks or not types:
