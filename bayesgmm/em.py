@@ -270,12 +270,29 @@ _fit_optimized = jax.jit(_fit, static_argnames=_STATIC)
 _fit_unoptimized = jax.jit(
     _fit, static_argnames=_STATIC, compiler_options={"xla_backend_optimization_level": 0}
 )
-# Up to this many row-component-feature products (n K D) a problem counts as tiny.
+# Up to this many row-component-feature products (n K D, times the candidates and restarts run
+# together) a problem counts as tiny.
 _TINY = 2**13
 
 
-def fit(Xt: Array, *args, **kwargs) -> FitOutput:
-    """Fit by EM; see :func:`_fit`. Compiled once per shape and static arguments."""
+def fit(
+    Xt: Array,
+    sample_weight: Array,
+    rng_key: Array,
+    tol: Array,
+    reg_covar: Array,
+    prior: PriorParams | None,
+    init_params: tuple[Array, Array, Array] | None,
+    n_active: Array,
+    *,
+    n_components: int,
+    n_init: int,
+    **static,
+) -> FitOutput:
+    """Fit by EM (:func:`_fit`), compiled once per shape and static arguments."""
     d, n = Xt.shape
-    tiny = n * kwargs["n_components"] * d <= _TINY
-    return (_fit_unoptimized if tiny else _fit_optimized)(Xt, *args, **kwargs)
+    tiny = n * n_components * d * len(n_active) * n_init <= _TINY
+    return (_fit_unoptimized if tiny else _fit_optimized)(
+        Xt, sample_weight, rng_key, tol, reg_covar, prior, init_params, n_active,
+        n_components=n_components, n_init=n_init, **static,
+    )

@@ -79,7 +79,8 @@ def select(
     types = [v.check_covariance_type(t) for t in covariance_types]
     if not ks or not types:
         raise ValueError("select needs at least one n_components value and one covariance type.")
-    w = v.check_sample_weight(fit_kwargs.pop("sample_weight", None), Xa.shape[0])
+    sample_weight = fit_kwargs.pop("sample_weight", None)
+    w = v.check_sample_weight(sample_weight, Xa.shape[0])
     ks = [k for k in ks if k <= Xa.shape[0]]
     if not ks:
         raise ValueError(f"every n_components exceeds n_samples={Xa.shape[0]}.")
@@ -108,7 +109,13 @@ def select(
                 continue
             fits[(k, cov)] = res
             p = res.n_parameters
-            ll = float(np.sum(np.asarray(res.score_samples(Xa))))
+            # Unweighted, the fit's own log-likelihood is the sum over the rows; scoring them
+            # again would compile one program per K.
+            ll = (
+                res.log_likelihood
+                if sample_weight is None
+                else float(np.sum(np.asarray(res.score_samples(Xa), np.float64)))
+            )
             rows.append(
                 row
                 | {
