@@ -270,26 +270,33 @@ def _unpack_symmetric(packed: Array, d: int) -> Array:
 
 
 def sum_blocks(
-    Xt: Array, sample_weight: Array, block_size: int, block_fn: Callable[[Array, Array, Array], object]
+    Xt: Array,
+    sample_weight: Array,
+    block_size: int,
+    block_fn: Callable[[Array, Array, Array], object],
+    blocks: Array | None = None,
 ):
     """Sum ``block_fn(xt, wb, i)`` (a pytree) over the row blocks of ``Xt``.
 
-    A ``lax.scan`` over the blocks; data that fit in one block need no loop.
+    A ``lax.scan`` over the blocks; data that fit in one block need no loop. ``blocks`` (int
+    array), if given, are the indices of the blocks to sum; indices past the last block stand
+    for empty blocks (all weights zero).
     """
-    nb = n_blocks(Xt.shape[1], block_size)
+    if blocks is None:
+        blocks = jnp.arange(n_blocks(Xt.shape[1], block_size), dtype=jnp.int32)
 
     def one(i):
         xt, wb = row_block(Xt, sample_weight, block_size, i)
         return block_fn(xt, wb, i)
 
-    first = one(jnp.zeros((), jnp.int32))
-    if nb == 1:
+    first = one(blocks[0])
+    if blocks.shape[0] == 1:
         return first
 
     def body(acc, i):
         return jax.tree.map(jnp.add, acc, one(i)), None
 
-    out, _ = jax.lax.scan(body, first, jnp.arange(1, nb, dtype=jnp.int32))
+    out, _ = jax.lax.scan(body, first, blocks[1:])
     return out
 
 
@@ -300,6 +307,7 @@ def accumulate(
     ref_means: Array,
     resp_fn: RespFn,
     covariance_type: str,
+    blocks: Array | None = None,
 ) -> SuffStats:
     """Sufficient statistics about ``ref_means`` of any responsibility rule (rows centred).
 
@@ -315,6 +323,8 @@ def accumulate(
     resp_fn : callable
         Gives the responsibilities (K, B) and per-row log-normaliser (B,) of a block.
     covariance_type : str
+    blocks : int array, optional
+        Only these blocks (see :func:`sum_blocks`).
     """
 
     def block_fn(xt, wb, i) -> SuffStats:
@@ -323,13 +333,20 @@ def accumulate(
         nk, s1, s2 = stats_from_resp(xk, resp * wb[None, :], covariance_type)
         return SuffStats(nk, s1, s2, _loglik(log_norm, wb), jnp.sum(wb))
 
-    return sum_blocks(Xt, sample_weight, block_size, block_fn)
+    return sum_blocks(Xt, sample_weight, block_size, block_fn, blocks)
 
 
 def e_step(
-    Xt: Array, sample_weight: Array, block_size: int, params: GMMParams, covariance_type: str
+    Xt: Array,
+    sample_weight: Array,
+    block_size: int,
+    params: GMMParams,
+    covariance_type: str,
+    blocks: Array | None = None,
 ) -> tuple[SuffStats, Array]:
     """The statistics of the responsibilities under ``params``, and the log-likelihood.
+
+    ``blocks``, if given, restricts them to those row blocks (see :func:`sum_blocks`).
 
     Returns
     -------
@@ -345,7 +362,7 @@ def e_step(
             return _responsibilities(log_prob(xt, xk))
 
         stats = accumulate(
-            Xt, sample_weight, block_size, params.means, resp_fn, covariance_type
+            Xt, sample_weight, block_size, params.means, resp_fn, covariance_type, blocks
         )
         return stats, params.means
 
@@ -361,7 +378,7 @@ def e_step(
         nk, s1, s2 = _stats_from_features(xc, phi, resp * wb[None, :], wb, covariance_type)
         return SuffStats(nk, s1, s2, _loglik(log_norm, wb), jnp.sum(wb))
 
-    stats = sum_blocks(Xt, sample_weight, block_size, block_fn)
+    stats = sum_blocks(Xt, sample_weight, block_size, block_fn, blocks)
     if covariance_type == "full":
         stats = stats._replace(s2=_unpack_symmetric(stats.s2, c.shape[0]))
     return stats, jnp.broadcast_to(c, params.means.shape)
