@@ -16,11 +16,10 @@ from jax.typing import ArrayLike
 
 from . import _validation as v
 from . import em
-from .model import mixture_model
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
 from .priors import Prior, PriorParams, cast_prior, resolve_prior
-from .stats import choose_block_size, map_blocks, weighted_log_prob
+from .stats import choose_block_size, log_prob_fn, map_blocks
 
 
 def as_key(rng_key) -> Array:
@@ -32,6 +31,18 @@ def as_key(rng_key) -> Array:
     raise ValueError(
         f"rng_key must be an int seed or a jax.random key, got {type(rng_key).__name__}."
     )
+
+
+def _key_on_host(rng_key):
+    """``as_key(rng_key)``, made with NumPy for the usual seeds (0 <= seed < 2**31).
+
+    ``jax.random.PRNGKey(seed)`` is the raw key ``[0, seed]`` there; building it on the host
+    spares a compilation on the first fit of a process.
+    """
+    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
+        if 0 <= int(rng_key) < 2**31:
+            return np.array([0, int(rng_key)], np.uint32)
+    return as_key(rng_key)
 
 
 class Mixture:
@@ -130,6 +141,8 @@ class Mixture:
         else:
             d, prior = self._predictive_setup(n_features)
             X_in, w_in = None, None
+        from .model import mixture_model  # NumPyro: imported on first use (1 s)
+
         mixture_model(
             X_in,
             w_in,
@@ -194,7 +207,7 @@ class Mixture:
         -------
         FitResult
         """
-        Xa = v.check_X(X)
+        Xa = v.check_X(X, dtype=float_dtype())
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
         ip = None
         if init_params is not None:
@@ -356,7 +369,7 @@ def fit_candidates(
     n_init = v.check_positive_int(n_init, "n_init")
     max_iter = v.check_positive_int(max_iter, "max_iter")
     tol = v.check_nonnegative_float(tol, "tol")
-    key = as_key(rng_key)
+    key = _key_on_host(rng_key)
     priors = [
         resolve_prior(mixture.prior, X, sample_weight, k, mixture.covariance_type)
         for k in n_components
@@ -370,19 +383,21 @@ def fit_candidates(
     if init_params is not None:
         n_init = 1
     k_max = max(n_components)
-    dtype = float_dtype()
+    # NumPy arguments of the right dtype go straight into the compiled program: jnp.asarray
+    # with a dtype conversion would compile a small program of its own for each of them.
+    dtype = np.dtype(float_dtype())
     prior_batch = None
     if priors[0] is not None:
-        prior_batch = jax.tree.map(lambda *a: jnp.asarray(np.stack(a), dtype), *priors)
+        prior_batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
     out = em.fit(
-        jnp.asarray(X, dtype),
-        jnp.asarray(sample_weight, dtype),
+        np.asarray(X.T, dtype),  # the data as columns, see bayesgmm.stats
+        np.asarray(sample_weight, dtype),
         key,
-        jnp.asarray(tol, dtype),
-        jnp.asarray(mixture.reg_covar, dtype),
+        dtype.type(tol),
+        dtype.type(mixture.reg_covar),
         prior_batch,
-        None if init_params is None else tuple(jnp.asarray(a, dtype) for a in init_params),
-        jnp.asarray(n_components, jnp.int32),
+        None if init_params is None else tuple(np.asarray(a, dtype) for a in init_params),
+        np.asarray(n_components, np.int32),
         n_components=k_max,
         covariance_type=mixture.covariance_type,
         init=init,
@@ -413,9 +428,8 @@ def fit_candidates(
         p = jax.tree.map(operator.itemgetter((c, best)), out.params)
         cov = p.covariances if mixture.covariance_type == "tied" else p.covariances[:k]
         pc = p.precisions_chol if mixture.covariance_type == "tied" else p.precisions_chol[:k]
-        params = GMMParams(
-            jnp.asarray(p.weights[:k]), jnp.asarray(p.means[:k]), jnp.asarray(cov), jnp.asarray(pc)
-        )
+        # device_put, not jnp.asarray, which compiles a small program per shape.
+        params = GMMParams(*jax.device_put((p.weights[:k], p.means[:k], cov, pc)))
         member = (
             mixture
             if k == mixture.n_components
@@ -439,9 +453,21 @@ def fit_candidates(
     return results
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "block_size"))
-def _weighted_log_prob(X, params: GMMParams, covariance_type: str, block_size: int) -> Array:
-    return map_blocks(lambda xb: weighted_log_prob(xb, params, covariance_type), X, block_size)
+# What the scoring methods keep of the log-densities lp (K, B) of a block of rows.
+_REDUCTIONS = {
+    "log_prob": lambda lp: lp,
+    "score_samples": lambda lp: logsumexp(lp, axis=0, keepdims=True),
+    "predict_proba": lambda lp: jnp.exp(lp - logsumexp(lp, axis=0, keepdims=True)),
+    "predict": lambda lp: jnp.argmax(lp, axis=0, keepdims=True),
+}
+
+
+@partial(jax.jit, static_argnames=("covariance_type", "block_size", "output"))
+def _score_rows(Xt, params: GMMParams, covariance_type: str, block_size: int, output: str):
+    """Block by block, ``_REDUCTIONS[output]`` of log pi_k N(x | k): shape (n, K) or (n,)."""
+    log_prob = log_prob_fn(params, covariance_type)
+    out = map_blocks(lambda xt: _REDUCTIONS[output](log_prob(xt)), Xt, block_size)
+    return out[:, 0] if output in ("score_samples", "predict") else out
 
 
 class FitResult:
@@ -553,28 +579,31 @@ class FitResult:
         return n_parameters(self.n_components, self.n_features_in, self.covariance_type)
 
     # ------------------------------------------------------------------ scoring
-    def _log_prob(self, X) -> Array:
-        Xa = v.check_X(X, n_features=self.n_features_in)
-        dtype = self.means.dtype
+    def _score_rows(self, X, output: str) -> Array:
+        Xa = v.check_X(X, n_features=self.n_features_in, dtype=self.means.dtype)
+        Xt = np.asarray(Xa.T, self.means.dtype)  # the rows as columns, see bayesgmm.stats
         block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
-        return _weighted_log_prob(jnp.asarray(Xa, dtype), self._params, self.covariance_type, block)
+        return _score_rows(Xt, self._params, self.covariance_type, block, output)
+
+    def _log_prob(self, X) -> Array:
+        """log pi_k + log N(x | mu_k, Sigma_k): shape (n_samples, n_components)."""
+        return self._score_rows(X, "log_prob")
 
     def score_samples(self, X: ArrayLike) -> Array:
         """Log-density of each row under the mixture: shape (n_samples,)."""
-        return logsumexp(self._log_prob(X), axis=1)
+        return self._score_rows(X, "score_samples")
 
     def score(self, X: ArrayLike) -> float:
         """Mean log-likelihood per sample."""
-        return float(jnp.mean(self.score_samples(X)))
+        return float(np.mean(np.asarray(self.score_samples(X), np.float64)))
 
     def predict_proba(self, X: ArrayLike) -> Array:
         """Posterior component probabilities (responsibilities): shape (n_samples, n_components)."""
-        lp = self._log_prob(X)
-        return jnp.exp(lp - logsumexp(lp, axis=1, keepdims=True))
+        return self._score_rows(X, "predict_proba")
 
     def predict(self, X: ArrayLike) -> Array:
         """The most probable component of each row: shape (n_samples,)."""
-        return jnp.argmax(self._log_prob(X), axis=1)
+        return self._score_rows(X, "predict")
 
     def bic(self, X: ArrayLike) -> float:
         """Bayesian information criterion, scikit-learn's sign (lower is better).
@@ -582,12 +611,12 @@ class FitResult:
         For MAP fits the log-likelihood is taken at the MAP estimate, as mclust does.
         """
         n = v.check_X(X, n_features=self.n_features_in).shape[0]
-        total = float(jnp.sum(self.score_samples(X)))
+        total = float(np.sum(np.asarray(self.score_samples(X), np.float64)))
         return -2 * total + self.n_parameters * np.log(n)
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion (lower is better)."""
-        total = float(jnp.sum(self.score_samples(X)))
+        total = float(np.sum(np.asarray(self.score_samples(X), np.float64)))
         return -2 * total + 2 * self.n_parameters
 
     def sample(self, n_samples: int = 1, rng_key: int | Array = 0) -> tuple[Array, Array]:

@@ -15,52 +15,66 @@ from jax import Array
 from .mstep import m_step
 from .params import GMMParams
 from .priors import PriorParams
-from .stats import accumulate
+from .stats import accumulate, sum_blocks
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random_from_data")
 _KMEANS_MAX_ITER = 100
 
 
-def _flat(X_blocks: Array, w_blocks: Array) -> tuple[Array, Array]:
-    return X_blocks.reshape(-1, X_blocks.shape[-1]), w_blocks.reshape(-1)
+def _draw(rng_key: Array, log_p: Array) -> Array:
+    """An index drawn with probability proportional to ``exp(log_p)``.
+
+    The Gumbel-max trick: one pass and an argmax, where ``jax.random.choice`` would build a
+    cumulative sum and search it (three times the compiled code).
+    """
+    return jnp.argmax(log_p + jax.random.gumbel(rng_key, log_p.shape, log_p.dtype))
 
 
-def kmeans_plusplus(rng_key: Array, X: Array, w: Array, n_components: int) -> Array:
-    """D^2 seeding (Arthur & Vassilvitskii 2007), weighted by ``w``: centres (K, D)."""
-    first_key, loop_key = jax.random.split(rng_key)
-    n = X.shape[0]
-    first = jax.random.choice(first_key, n, p=w / jnp.sum(w))
-    centers = jnp.zeros((n_components, X.shape[1]), X.dtype).at[0].set(X[first])
-    d2 = jnp.sum((X - X[first]) ** 2, axis=1)
+def kmeans_plusplus(rng_key: Array, Xt: Array, w: Array, n_components: int) -> Array:
+    """D^2 seeding (Arthur & Vassilvitskii 2007) of the columns of ``Xt``, weighted by ``w``.
+
+    Returns the centres, shape (K, D).
+    """
+    keys = jax.random.split(rng_key, n_components)
+    log_w = jnp.log(w)
 
     def body(k, carry):
-        centers, d2, key = carry
-        key, sub = jax.random.split(key)
-        p = w * d2
-        total = jnp.sum(p)
+        centers, d2 = carry
+        log_p = log_w + jnp.log(d2)
         # All remaining mass at distance 0 (fewer distinct rows than K): fall back on w.
-        p = jnp.where(total > 0, p / jnp.where(total > 0, total, 1), w / jnp.sum(w))
-        idx = jax.random.choice(sub, n, p=p)
-        d2 = jnp.minimum(d2, jnp.sum((X - X[idx]) ** 2, axis=1))
-        return centers.at[k].set(X[idx]), d2, key
+        log_p = jnp.where(jnp.max(log_p) > -jnp.inf, log_p, log_w)
+        new = Xt[:, _draw(keys[k], log_p)]
+        d2 = jnp.minimum(d2, jnp.sum((Xt - new[:, None]) ** 2, axis=0))
+        return centers.at[k].set(new), d2
 
-    centers, _, _ = jax.lax.fori_loop(1, n_components, body, (centers, d2, loop_key))
+    # The first centre is drawn by weight alone: d2 = 1 everywhere.
+    centers = jnp.zeros((n_components, Xt.shape[0]), Xt.dtype)
+    centers, _ = jax.lax.fori_loop(0, n_components, body, (centers, jnp.ones_like(w)))
     return centers
 
 
-def _nearest_resp_fn(centers: Array, active: Array):
-    k = centers.shape[0]
+def _nearest(xt: Array, centers: Array, active: Array) -> Array:
+    """One-hot (K, B) of the nearest active centre of each column of ``xt`` (D, B).
 
-    def resp_fn(xb, xc, i):
-        del xb, i
-        d2 = jnp.where(active[None, :], jnp.sum(xc * xc, axis=-1), jnp.inf)
-        labels = jnp.argmin(d2, axis=1)
-        return jax.nn.one_hot(labels, k, dtype=xc.dtype), jnp.zeros(xc.shape[0], xc.dtype)
+    ``|x - c_k|^2`` is ranked through ``2 c_k . x - |c_k|^2``, one matrix product per block, with
+    everything centred on the centres' mean first.
+    """
+    ref = (active @ centers / jnp.sum(active))[:, None]
+    cc = centers - ref.T
+    scores = 2 * cc @ (xt - ref) - jnp.sum(cc * cc, axis=1)[:, None]
+    labels = jnp.argmax(jnp.where(active[:, None], scores, -jnp.inf), axis=0)
+    return jax.nn.one_hot(labels, centers.shape[0], dtype=xt.dtype, axis=0)
+
+
+def _nearest_resp_fn(centers: Array, active: Array):
+    def resp_fn(xt, xk, i):
+        del xk, i
+        return _nearest(xt, centers, active), jnp.zeros(xt.shape[1], xt.dtype)
 
     return resp_fn
 
 
-def lloyd(X_blocks: Array, w_blocks: Array, centers: Array, active: Array) -> Array:
+def lloyd(Xt: Array, w: Array, block_size: int, centers: Array, active: Array) -> Array:
     """Weighted Lloyd iterations until the centres stop moving (at most 100)."""
 
     def cond(carry):
@@ -69,9 +83,14 @@ def lloyd(X_blocks: Array, w_blocks: Array, centers: Array, active: Array) -> Ar
 
     def body(carry):
         it, c, _ = carry
-        st = accumulate(X_blocks, w_blocks, c, _nearest_resp_fn(c, active), "spherical")
+
+        def block_fn(xt, wb, i):
+            one_hot = _nearest(xt, c, active) * wb[None, :]
+            return jnp.sum(one_hot, axis=1), one_hot @ xt.T
+
+        nk, sums = sum_blocks(Xt, w, block_size, block_fn)
         # Empty clusters keep their centre.
-        new = c + jnp.where(st.nk[:, None] > 0, st.s1 / jnp.maximum(st.nk, 1e-30)[:, None], 0)
+        new = jnp.where(nk[:, None] > 0, sums / jnp.where(nk > 0, nk, 1)[:, None], c)
         return it + 1, new, jnp.max(jnp.abs(new - c))
 
     _, centers, _ = jax.lax.while_loop(cond, body, (0, centers, jnp.array(jnp.inf, centers.dtype)))
@@ -80,8 +99,9 @@ def lloyd(X_blocks: Array, w_blocks: Array, centers: Array, active: Array) -> Ar
 
 def initial_params(
     rng_key: Array,
-    X_blocks: Array,
-    w_blocks: Array,
+    Xt: Array,
+    w: Array,
+    block_size: int,
     n_components: int,
     init: str,
     prior: PriorParams | None,
@@ -94,30 +114,29 @@ def initial_params(
     Only the ``active`` components (a prefix of the K) get data. The k-means seeding draws the
     same random numbers whatever ``active`` is, so a padded k-means start equals an unpadded one.
     """
-    X, w = _flat(X_blocks, w_blocks)
     if init in ("kmeans", "kmeans++"):
-        centers = kmeans_plusplus(rng_key, X, w, n_components)
+        centers = kmeans_plusplus(rng_key, Xt, w, n_components)
         if init == "kmeans":
-            centers = lloyd(X_blocks, w_blocks, centers, active)
+            centers = lloyd(Xt, w, block_size, centers, active)
         resp_fn = _nearest_resp_fn(centers, active)
     elif init == "random_from_data":
-        p = (w > 0) / jnp.sum(w > 0)
-        idx = jax.random.choice(rng_key, X.shape[0], (n_components,), replace=False, p=p)
-        centers = X[idx]
+        # K distinct rows among those with positive weight (Gumbel top-k).
+        noise = jax.random.gumbel(rng_key, w.shape, w.dtype)
+        _, idx = jax.lax.top_k(jnp.where(w > 0, noise, -jnp.inf), n_components)
+        centers = Xt[:, idx].T
         resp_fn = _nearest_resp_fn(centers, active)
     elif init == "random":
-        centers = jnp.zeros((n_components, X.shape[1]), X.dtype)
+        centers = jnp.zeros((n_components, Xt.shape[0]), Xt.dtype)
 
-        def resp_fn(xb, xc, i):
-            u = jax.random.uniform(
-                jax.random.fold_in(rng_key, i), (xb.shape[0], n_components), xb.dtype
-            )
-            u = jnp.where(active[None, :], u, 0)
-            return u / jnp.sum(u, axis=1, keepdims=True), jnp.zeros(xb.shape[0], xb.dtype)
+        def resp_fn(xt, xk, i):
+            b = xt.shape[1]
+            u = jax.random.uniform(jax.random.fold_in(rng_key, i), (n_components, b), xt.dtype)
+            u = jnp.where(active[:, None], u, 0)
+            return u / jnp.sum(u, axis=0, keepdims=True), jnp.zeros(b, xt.dtype)
 
         # Statistics about the data mean keep the scatter accurate.
-        centers = centers + jnp.sum(w[:, None] * X, axis=0) / jnp.sum(w)
+        centers = centers + Xt @ w / jnp.sum(w)
     else:  # pragma: no cover - validated at the surface
         raise ValueError(f"unknown init {init!r}")
-    stats = accumulate(X_blocks, w_blocks, centers, resp_fn, covariance_type)
+    stats = accumulate(Xt, w, block_size, centers, resp_fn, covariance_type)
     return m_step(stats, centers, prior, reg_covar, covariance_type, active)

@@ -1,0 +1,368 @@
+"""EM speed and memory: bayesgmm against scikit-learn (and gmmx when it is installed).
+
+Every library fits the same data from the same starting parameters for exactly ``--iters``
+iterations (``tol=0``), in a subprocess of its own per configuration, so that its peak resident
+memory (``ru_maxrss``) is its own. Reported per configuration and library:
+
+- ms/iter: the median over ``--repeats`` fits of (fit time / iterations). For bayesgmm and gmmx
+  the first call, which compiles, is timed apart ("first call"); the repeats are the second and
+  later calls, as in any loop over data sets of one shape.
+- speed-up: scikit-learn's ms/iter divided by the library's.
+- peak MiB: the subprocess's peak resident memory during the timed fits after the first (Linux:
+  VmHWM, reset after the first call, which may compile; elsewhere ru_maxrss, which includes the
+  first call); "fit MiB" the part of it above the resident memory before those fits (library
+  imported, X of size "data MiB" made, first fit done): what a fit adds. The JSON output also
+  has the peak of the first call.
+- ll/sample: the mean log-likelihood of the returned parameters (each library's own scorer), and
+  whether it agrees with bayesgmm's (1e-6 per sample in float64, 1e-3 in float32).
+
+scikit-learn computes in the dtype of X (it keeps float32). gmmx (float32 only, full and diag
+covariances) needs ``pip install gmmx``. This is a benchmark, not a test: nothing here runs in CI.
+
+    python benchmarks/bench_em.py --quick
+    python benchmarks/bench_em.py --sizes 200000x16x16 --types full --dtypes float64 --iters 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_SIZES = "1000x2x3,10000x8x4,100000x8x8,200000x16x16,1000000x16x16"
+QUICK_SIZES = "1000x2x3,20000x8x4"
+LIBRARIES = ("sklearn", "bayesgmm", "gmmx")
+MODULES = {"sklearn": "sklearn.mixture", "bayesgmm": "bayesgmm", "gmmx": "gmmx"}
+AGREE = {"float64": 1e-6, "float32": 1e-3}
+
+
+# --------------------------------------------------------------------------- shared set-up
+
+
+def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
+    """Rows from a mixture of K well-separated, correlated Gaussians (float64)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, 3.0, (k, d))
+    mixing = rng.normal(0.0, 0.4, (k, d, d)) + np.eye(d)
+    labels = rng.integers(0, k, n)
+    X = rng.standard_normal((n, d))
+    for j in range(k):
+        rows = labels == j
+        X[rows] = centres[j] + X[rows] @ mixing[j]
+    return X
+
+
+def start_params(X: np.ndarray, k: int, covariance_type: str, seed: int = 1) -> dict:
+    """Starting parameters shared by all libraries: K random rows, the data (co)variance."""
+    rng = np.random.default_rng(seed)
+    d = X.shape[1]
+    means = X[rng.choice(len(X), k, replace=False)]
+    cov = np.cov(X.T).reshape(d, d)
+    covariances = {
+        "full": np.broadcast_to(cov, (k, d, d)).copy(),
+        "tied": cov,
+        "diag": np.broadcast_to(np.diag(cov), (k, d)).copy(),
+        "spherical": np.full(k, np.trace(cov) / d),
+    }[covariance_type]
+    return {"weights": np.full(k, 1.0 / k), "means": means, "covariances": covariances}
+
+
+def precisions(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    if covariance_type in ("full", "tied"):
+        return np.linalg.inv(covariances)
+    return 1.0 / covariances
+
+
+# --------------------------------------------------------------------------- workers
+
+
+MEMORY: dict[str, float] = {}
+
+
+def _time(fn, repeats: int) -> tuple[float, list[float], object]:
+    t = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - t
+    # The first call may compile, whose memory is no part of the fit's working set.
+    MEMORY["first_peak_mib"] = _peak_rss()
+    MEMORY["warm_base_mib"] = _reset_peak_rss()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return first, times, out
+
+
+def run_sklearn(X, p, covariance_type, iters, repeats):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    def fit():
+        gm = GaussianMixture(
+            len(p["weights"]),
+            covariance_type=covariance_type,
+            max_iter=iters,
+            tol=0.0,
+            reg_covar=1e-6,
+            weights_init=p["weights"],
+            means_init=p["means"],
+            precisions_init=precisions(p["covariances"], covariance_type),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return gm.fit(X)
+
+    first, times, gm = _time(fit, repeats)
+    return {"first": first, "times": times, "ll": float(gm.score(X)), "n_iter": int(gm.n_iter_)}
+
+
+def run_bayesgmm(X, p, covariance_type, iters, repeats):
+    import bayesgmm as bg
+
+    mix = bg.Mixture(len(p["weights"]), covariance_type)
+
+    def fit():
+        return mix.fit_em(X, init_params=p, max_iter=iters, tol=0.0)
+
+    first, times, res = _time(fit, repeats)
+    return {
+        "first": first,
+        "times": times,
+        "ll": res.log_likelihood / len(X),
+        "n_iter": res.n_iter,
+    }
+
+
+def run_gmmx(X, p, covariance_type, iters, repeats):
+    import jax
+    import jax.numpy as jnp
+    from gmmx import EMFitter, GaussianMixtureModelJax
+
+    if covariance_type not in ("full", "diag") or X.dtype != np.float32:
+        return None
+    gmm = GaussianMixtureModelJax.from_squeezed(
+        means=jnp.asarray(p["means"], jnp.float32),
+        covariances=jnp.asarray(p["covariances"], jnp.float32),
+        weights=jnp.asarray(p["weights"], jnp.float32),
+        covariance_type=covariance_type,
+    )
+    fitter = EMFitter(max_iter=iters, tol=0.0, reg_covar=1e-6)
+
+    def fit():
+        x = jnp.asarray(X)
+        result = fitter.fit(x, gmm)
+        jax.block_until_ready(result.gmm.means)
+        return result
+
+    first, times, result = _time(fit, repeats)
+    return {
+        "first": first,
+        "times": times,
+        "ll": float(result.gmm.score(jnp.asarray(X))),
+        "n_iter": int(result.n_iter),
+    }
+
+
+def _status_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> float:
+    """Current resident memory (MiB); on Linux also resets the peak, so that the peak seen later
+    is the fit's own and not the data generation's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+    now = _status_mib("VmRSS")
+    return now if now is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss() -> float:
+    peak = _status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args) -> None:
+    """One library, one configuration: prints a JSON line."""
+    os.environ["JAX_ENABLE_X64"] = "1" if args.dtype == "float64" else "0"
+    __import__(MODULES[args.worker])  # imported before the baseline memory is taken
+    n, d, k = args.size
+    X = make_data(n, d, k).astype(args.dtype)
+    p = start_params(X.astype(np.float64), k, args.type)
+    run = {"sklearn": run_sklearn, "bayesgmm": run_bayesgmm, "gmmx": run_gmmx}[args.worker]
+    base = _reset_peak_rss()
+    out = run(X, p, args.type, args.iters, args.repeats)
+    if out is None:
+        print(json.dumps(None))
+        return
+    out["peak_mib"] = _peak_rss()
+    out["base_mib"] = base
+    out.update(MEMORY)
+    out["data_mib"] = X.nbytes / 2**20
+    print(json.dumps(out))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    try:
+        n, d, k = (int(float(v)) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a size is NxDxK (rows x features x components), e.g. 100000x8x8; got {text!r}"
+        ) from None
+    return n, d, k
+
+
+def available(library: str) -> bool:
+    probe = f"import {MODULES[library]}"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+def run_worker(library, size, covariance_type, dtype, iters, repeats, timeout):
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        library,
+        "--size",
+        "x".join(map(str, size)),
+        "--type",
+        covariance_type,
+        "--dtype",
+        dtype,
+        "--iters",
+        str(iters),
+        "--repeats",
+        str(repeats),
+    ]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=None, help=f"NxDxK,... (default {DEFAULT_SIZES})")
+    parser.add_argument("--types", default="full,diag,tied", help="covariance types")
+    parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--iters", type=int, default=10, help="EM iterations per fit")
+    parser.add_argument("--repeats", type=int, default=3, help="timed fits per library")
+    parser.add_argument("--libraries", default=",".join(LIBRARIES))
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
+    parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, 5 iters")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=parse_size, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--type", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return []
+    if args.quick:
+        args.sizes = args.sizes or QUICK_SIZES
+        args.iters, args.repeats = min(args.iters, 5), min(args.repeats, 2)
+    sizes = [parse_size(s) for s in (args.sizes or DEFAULT_SIZES).split(",")]
+    libraries = [lib for lib in args.libraries.split(",") if available(lib)]
+    missing = sorted(set(args.libraries.split(",")) - set(libraries))
+    print(f"# machine: {machine()}; python {platform.python_version()}")
+    if missing:
+        print(f"# not installed, skipped: {', '.join(missing)}")
+    print(f"# {args.iters} EM iterations per fit from the same start, median of {args.repeats}")
+    header = (
+        f"{'n x D, K':>18} {'type':>5} {'dtype':>7} {'library':>9} {'ms/iter':>9} "
+        f"{'speed-up':>8} {'first call s':>12} {'peak MiB':>9} {'fit MiB':>8} {'data MiB':>8} "
+        f"{'ll/sample':>12} agree"
+    )
+    print(
+        "# peak MiB: resident memory of the process at its peak during the timed (warm) fits; "
+        "fit MiB: that peak minus the memory before them (data and library loaded)"
+    )
+    print(header)
+    rows = []
+    for n, d, k in sizes:
+        for covariance_type in args.types.split(","):
+            for dtype in args.dtypes.split(","):
+                results = {}
+                for lib in libraries:
+                    out = run_worker(
+                        lib, (n, d, k), covariance_type, dtype, args.iters, args.repeats,
+                        args.timeout,
+                    )
+                    if out is not None:
+                        results[lib] = out
+                ref_ll = results.get("bayesgmm", {}).get("ll")
+                sk = results.get("sklearn", {})
+                for lib, out in results.items():
+                    label = f"{n} x {d}, {k}"
+                    if "error" in out:
+                        print(f"{label:>18} {covariance_type:>5} {dtype:>7} {lib:>9} {out['error']}")
+                        continue
+                    ms = 1e3 * float(np.median(out["times"])) / args.iters
+                    speedup = (
+                        1e3 * float(np.median(sk["times"])) / args.iters / ms
+                        if "times" in sk
+                        else float("nan")
+                    )
+                    agree = (
+                        "-"
+                        if ref_ll is None or lib == "bayesgmm"
+                        else ("yes" if abs(out["ll"] - ref_ll) <= AGREE[dtype] else "NO")
+                    )
+                    row = dict(
+                        n=n, d=d, k=k, type=covariance_type, dtype=dtype, library=lib,
+                        ms_per_iter=ms, speedup=speedup, **out,
+                    )
+                    rows.append(row)
+                    print(
+                        f"{label:>18} {covariance_type:>5} {dtype:>7} {lib:>9} {ms:9.2f} "
+                        f"{speedup:8.1f} {out['first']:12.2f} {out['peak_mib']:9.0f} "
+                        f"{out['peak_mib'] - out['warm_base_mib']:8.0f} {out['data_mib']:8.1f} "
+                        f"{out['ll']:12.6f} {agree}",
+                        flush=True,
+                    )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": machine(), "iters": args.iters, "rows": rows}, fh, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
