@@ -45,7 +45,8 @@ def check_X(X, name: str = "X", n_features: int | None = None, dtype=np.float64)
         )
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
-            f"{name} has {arr.shape[1]} features, but the mixture was fitted with {n_features} features."
+            f"{name} has {arr.shape[1]} features, but the mixture was fitted with "
+            f"{n_features} features."
         )
     return arr
 

@@ -110,8 +110,9 @@ class Mixture:
         Parameters
         ----------
         X : array of shape (n_samples, n_features) or (n_samples,), optional
-            Observations. ``None`` draws ``n_samples`` rows from the prior predictive; the data-based
-            prior defaults then come from the last fit, or from an explicit ``Prior(mean=, scale=)``.
+            Observations. ``None`` draws ``n_samples`` rows from the prior predictive; the
+            data-based prior defaults then come from the last fit, or from an explicit
+            ``Prior(mean=, scale=)``.
         sample_weight : array of shape (n_samples,), optional
             Per-row weights of the log-likelihood.
         n_samples : int, default=1
@@ -545,7 +546,8 @@ class FitResult:
 
     def __repr__(self) -> str:
         return (
-            f"FitResult(n_components={self.n_components}, covariance_type={self.covariance_type!r}, "
+            f"FitResult(n_components={self.n_components}, "
+            f"covariance_type={self.covariance_type!r}, "
             f"log_likelihood={self.log_likelihood:.6g}, objective={self.objective:.6g}, "
             f"n_iter={self.n_iter}, converged={self.converged})"
         )

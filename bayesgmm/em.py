@@ -113,8 +113,15 @@ def init_state(params: GMMParams, max_iter: int) -> EMState:
     false = jnp.zeros((), bool)
     nan = jnp.array(jnp.nan, dtype)
     return EMState(
-        params, jnp.zeros((), jnp.int32), jnp.array(-jnp.inf, dtype), history, false, false,
-        false, false, nan,
+        params,
+        jnp.zeros((), jnp.int32),
+        jnp.array(-jnp.inf, dtype),
+        history,
+        false,
+        false,
+        false,
+        false,
+        nan,
     )
 
 
@@ -330,7 +337,9 @@ _start_jit = jax.jit(_start, static_argnames=_STATIC)
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "block_size", "n_threads", "single"))
-def _share_e_step(Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single):
+def _share_e_step(
+    Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single
+):
     """E-step statistics (and reference points) of one thread's share of the row blocks."""
     n_blocks = -(-Xt.shape[1] // block_size)
     # Blocks past the end (when the threads' shares are not equal) have zero weight.
@@ -376,7 +385,7 @@ def _fit_threaded(Xt, sample_weight, *args, n_threads: int, **static) -> FitOutp
             params = state.params
             # The first iteration runs in this thread: the threads must not all compile at once.
             mapper = map if first else pool.map
-            outs = list(mapper(lambda t: jax.block_until_ready(share(params, t)), range(n_threads)))
+            outs = list(mapper(partial(_run_share, share, params), range(n_threads)))
             first = False
             state, done = _advance_all(
                 state,
@@ -389,6 +398,10 @@ def _fit_threaded(Xt, sample_weight, *args, n_threads: int, **static) -> FitOutp
             )
             done = bool(done)
     return _finish_all(state, cfg, covariance_type=covariance_type, single=single)
+
+
+def _run_share(share, params, thread):
+    return jax.block_until_ready(share(params, thread))
 
 
 def _n_threads() -> int:

@@ -5,7 +5,8 @@ The prior (see ``docs/design.md``) is
 - weights ~ Dirichlet(alpha, ..., alpha)
 - full:      covariances[k] ~ InverseWishart(nu, Psi);  means[k] | cov ~ Normal(m0, cov[k] / kappa)
 - tied:      covariances ~ InverseWishart(nu, Psi);     means[k] | cov ~ Normal(m0, cov / kappa)
-- diag:      covariances[k, d] ~ InverseGamma(nu / 2, Psi_dd / 2);  means[k, d] ~ Normal(m0_d, cov[k, d] / kappa)
+- diag:      covariances[k, d] ~ InverseGamma(nu / 2, Psi_dd / 2);
+             means[k, d] ~ Normal(m0_d, cov[k, d] / kappa)
 - spherical: covariances[k] ~ InverseGamma(nu / 2, s / 2), s = trace(Psi) / D;
              means[k] ~ Normal(m0, cov[k] / kappa * I)
 
@@ -135,7 +136,8 @@ def resolve_prior(
         dof = _positive_scalar(prior.degrees_of_freedom, "degrees_of_freedom")
         if dof <= d - 1:
             raise ValueError(
-                f"Prior degrees_of_freedom must be greater than n_features - 1 = {d - 1}, got {dof}."
+                f"Prior degrees_of_freedom must be greater than n_features - 1 = {d - 1}, "
+                f"got {dof}."
             )
 
     if prior.scale is None:

@@ -56,7 +56,8 @@ class SuffStats(NamedTuple):
 
     nk: Array  # shape=(K,), sum_i w_i r_ik
     s1: Array  # shape=(K, D), sum_i w_i r_ik (x_i - m_k)
-    s2: Array  # full (K, D, D); tied (D, D) summed over k; diag (K, D); spherical (K,): scatter about m
+    # full (K, D, D); tied (D, D) summed over k; diag (K, D); spherical (K,): scatter about m
+    s2: Array
     loglik: Array  # shape=(), sum_i w_i log p(x_i)
     weight: Array  # shape=(), sum_i w_i
 
@@ -227,7 +228,7 @@ def _loglik(log_norm: Array, wb: Array) -> Array:
 
 
 def stats_from_resp(xk: Array, resp_w: Array, covariance_type: str) -> tuple[Array, Array, Array]:
-    """(nk, s1, s2) of one block from centred rows (K, D, B) and weighted responsibilities (K, B)."""
+    """(nk, s1, s2) of a block from centred rows (K, D, B) and weighted responsibilities (K, B)."""
     nk = jnp.sum(resp_w, axis=1)
     s1 = jnp.einsum("kdb,kb->kd", xk, resp_w)
     if covariance_type in ("full", "tied"):

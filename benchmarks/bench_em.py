@@ -323,7 +323,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 results = {}
                 for lib in libraries:
                     out = run_worker(
-                        lib, (n, d, k), covariance_type, dtype, args.iters, args.repeats,
+                        lib,
+                        (n, d, k),
+                        covariance_type,
+                        dtype,
+                        args.iters,
+                        args.repeats,
                         args.timeout,
                     )
                     if out is not None:
@@ -333,7 +338,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for lib, out in results.items():
                     label = f"{n} x {d}, {k}"
                     if "error" in out:
-                        print(f"{label:>18} {covariance_type:>5} {dtype:>7} {lib:>9} {out['error']}")
+                        print(
+                            f"{label:>18} {covariance_type:>5} {dtype:>7} {lib:>9} {out['error']}"
+                        )
                         continue
                     ms = 1e3 * float(np.median(out["times"])) / args.iters
                     speedup = (
@@ -347,8 +354,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         else ("yes" if abs(out["ll"] - ref_ll) <= AGREE[dtype] else "NO")
                     )
                     row = dict(
-                        n=n, d=d, k=k, type=covariance_type, dtype=dtype, library=lib,
-                        ms_per_iter=ms, speedup=speedup, **out,
+                        n=n,
+                        d=d,
+                        k=k,
+                        type=covariance_type,
+                        dtype=dtype,
+                        library=lib,
+                        ms_per_iter=ms,
+                        speedup=speedup,
+                        **out,
                     )
                     rows.append(row)
                     print(

@@ -4,6 +4,7 @@
 #   bash scripts/dev.sh setup             create or refresh .venv (package + test and dev extras)
 #   bash scripts/dev.sh demo [args...]    run `bayesgmm demo --quick [args...]` from .venv
 #   bash scripts/dev.sh test [args...]    run `python -m pytest -n 2 -q [args...]` from .venv
+#   bash scripts/dev.sh lint              run `ruff check` and `ruff format --check` from .venv
 #   bash scripts/dev.sh find-python       print the interpreter a new .venv would be made with
 #
 # It finds a Python >= 3.12 by itself, in this order:
@@ -29,7 +30,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # Prints sys.executable if the interpreter runs, is >= 3.12 and can create a venv with pip
@@ -170,6 +171,12 @@ main() {
         ensure_venv 1
         cd "$ROOT"
         exec "$VPY" -m pytest -n 2 -q "$@"
+        ;;
+    lint)
+        ensure_venv 2
+        cd "$ROOT"
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
         ;;
     find-python)
         find_python

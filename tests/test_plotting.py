@@ -169,6 +169,7 @@ def test_plot_selection(fits):
 
 def test_plot_compare_delegates_to_compare(monkeypatch):
     import bayesgmm.posterior as compare
+
     seen = {}
 
     def fake(res, post, **kwargs):
