@@ -401,3 +401,23 @@ def map_blocks(fn: Callable[[Array], Array], Xt: Array, block_size: int) -> Arra
     head = rows[:-1].reshape(-1, rows.shape[-1])
     tail = rows[-1][nb * block_size - n :]  # the last block's rows not already in ``head``
     return jnp.concatenate([head, tail])
+
+
+def data_moments(Xt: Array, sample_weight: Array, block_size: int) -> tuple[Array, Array, Array]:
+    """Weighted mean (D,), covariance (D, D) (divisor: the total weight) and total weight ().
+
+    One blocked pass of :func:`accumulate` with all the responsibility on one component, its
+    statistics taken about the weighted mean (a matrix-vector product) so that the scatter does
+    not cancel. Computed in the dtype of ``Xt``.
+    """
+    total = jnp.sum(sample_weight)
+    mean = (Xt @ sample_weight) / total
+
+    def one_component(xt, xk, i):
+        b = xt.shape[1]
+        return jnp.ones((1, b), xt.dtype), jnp.zeros(b, xt.dtype)
+
+    stats = accumulate(Xt, sample_weight, block_size, mean[None, :], one_component, "full")
+    s1 = stats.s1[0] / total  # the mean's residual offset from ``mean``, ~ eps
+    cov = stats.s2[0] / total - jnp.outer(s1, s1)
+    return mean + s1, cov, total
