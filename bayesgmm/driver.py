@@ -63,9 +63,13 @@ def data_moments(
     n, d = X.shape
     dtype = X.dtype
     block = choose_block_size(n, 1, d) if block_size is None else block_size
-    mean, cov, total = jax.device_get(
-        _moments_jit(np.asarray(X.T, dtype), np.asarray(sample_weight, dtype), block_size=block)
-    )
+    # Concrete data give concrete moments even when called while JAX traces a function (the
+    # NumPyro model, called with data, under jit).
+    with jax.ensure_compile_time_eval():
+        moments = _moments_jit(
+            np.asarray(X.T, dtype), np.asarray(sample_weight, dtype), block_size=block
+        )
+    mean, cov, total = jax.device_get(moments)
     return DataMoments(np.asarray(mean, np.float64), np.asarray(cov, np.float64), float(total))
 
 

@@ -43,9 +43,8 @@ from .params import GMMParams, log_det_precision_chol
 
 # Rows per block B: the working arrays of a block, (K, D, B) in float32 and (D (D + 3) / 2, B)
 # in float64, should stay within the caches, and blocks should be long enough to amortise the
-# per-block cost of the loop (a few microseconds). Measured on a 2-core AMD EPYC (1 MiB L2 per
-# core), E-step time per row for (D, K) = (2, 3), (8, 8), (16, 16), both dtypes, all types: flat
-# within 20% for K D B from 2**16 to 2**19 elements, slower outside. 2**18 is the middle.
+# per-block cost of the loop. The E-step time per row is flat over a range of K D B around
+# 2**18 elements and rises outside it (benchmarks/ holds the measurement).
 _BLOCK_ELEMENTS = 2**18
 _MIN_BLOCK = 256
 _MAX_BLOCK = 8192
