@@ -24,9 +24,8 @@ import sys
 from collections.abc import Sequence
 
 from . import interrupt
-from .console import CLIError, error, one_line
 
-__all__ = ["CLIError", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
 
 COMMANDS = ("demo", "fit", "select")
 
@@ -52,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     try:
+        from .console import one_line_warnings
+
         parser = build_parser()  # imports the commands, and with them JAX
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error (already printed)
@@ -64,8 +65,6 @@ def _run(argv: list[str]) -> int:
     try:
         _setup_libraries()
         interrupt.check()
-        from .console import one_line_warnings
-
         with one_line_warnings():
             code = args.run(args)
         interrupt.check()
@@ -75,6 +74,8 @@ def _run(argv: list[str]) -> int:
 
 
 def _failure(exc: Exception) -> int:
+    from .console import CLIError, error, one_line
+
     if isinstance(exc, CLIError | ValueError | OSError | ImportError):
         error(one_line(exc))
         return 1
@@ -92,7 +93,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (the command's --help has the rest), exit status 2."""
 
     def error(self, message: str):
-        self.exit(2, f"bayesgmm: error: {one_line(message)} (see '{self.prog} --help')\n")
+        message = " ".join(message.split())
+        self.exit(2, f"bayesgmm: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
