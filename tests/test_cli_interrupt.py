@@ -39,24 +39,30 @@ def csv(tmp_path_factory) -> Path:
     return path
 
 
-def _env() -> dict[str, str]:
+@pytest.fixture(scope="module")
+def faithful_csv(tmp_path_factory, faithful) -> Path:
+    """The data (and so the compiled programs) of test_cli's fits."""
+    path = tmp_path_factory.mktemp("data") / "faithful.csv"
+    np.savetxt(path, faithful, delimiter=",", header="eruptions,waiting", comments="")
+    return path
+
+
+def _env(cache: bool = False) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {
-        **os.environ,
-        "PYTHONPATH": path,
-        "PYTHONUNBUFFERED": "1",  # stdout lines arrive as they are printed
-        "JAX_ENABLE_COMPILATION_CACHE": "false",
-    }
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}  # lines as printed
+    if not cache:
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    return env
 
 
 class Run:
     """``python [-c code] -m bayesgmm ARGS`` in a subprocess, its stdout read line by line."""
 
-    def __init__(self, argv: list[str], code: str | None = None):
+    def __init__(self, argv: list[str], code: str | None = None, cache: bool = False):
         start = [sys.executable, "-c", code] if code else [sys.executable, "-m", "bayesgmm"]
         self.proc = subprocess.Popen(
             [*start, *argv],
-            env=_env(),
+            env=_env(cache),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -157,14 +163,16 @@ sys.exit(main())
 """
 
 
-def test_interrupt_while_writing_leaves_nothing(csv, tmp_path):
+def test_interrupt_while_writing_leaves_nothing(faithful_csv, tmp_path):
     out = tmp_path / "out"
-    run = Run(["fit", str(csv), "-k", "2", "--out", str(out)], code=INTERRUPT_WHILE_WRITING)
+    argv = ["fit", str(faithful_csv), "-k", "2", "--out", str(out)]
+    # Interrupted after compiling, so the compilation cache (if any) may serve this run.
+    run = Run(argv, code=INTERRUPT_WHILE_WRITING, cache=True)
     stdout = assert_interrupted(run, out)
     assert "EM:" in stdout and "Report written" not in stdout
 
 
-def test_interrupt_while_writing_in_process(csv, tmp_path, capsys, monkeypatch):
+def test_interrupt_while_writing_in_process(faithful_csv, tmp_path, capsys, monkeypatch):
     """``main(argv)`` called in-process (no watchdog): the same outcome, by exception."""
     from bayesgmm import cli, plotting
 
@@ -176,7 +184,7 @@ def test_interrupt_while_writing_in_process(csv, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(plotting, "plot_history", plot_history)
     out = tmp_path / "out"
-    code = cli.main(["fit", str(csv), "-k", "2", "--out", str(out)])
+    code = cli.main(["fit", str(faithful_csv), "-k", "2", "--out", str(out)])
     _, err = capsys.readouterr()
     assert code == 130
     assert err.splitlines() == [MESSAGE]
