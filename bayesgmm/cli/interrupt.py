@@ -1,9 +1,11 @@
 """Ctrl-C (SIGINT) for the command line: one line, exit status 130, nothing half-written.
 
 Python turns SIGINT into a ``KeyboardInterrupt`` only when the main thread next runs Python
-bytecode. During a compiled EM fit, a NUTS run or an XLA compilation the main thread sits in
-C++ for seconds or minutes, and when the exception finally arrives it can land inside library
-code that catches it, clean-up code whose exceptions Python ignores, or an import. So in a
+bytecode, and that can be anywhere. JAX registers a garbage-collector callback
+(``_xla_gc_callback`` in ``gc.callbacks``); an exception raised while it runs is reported as
+"Exception ignored in ..." (a traceback on stderr) and dropped, so a Ctrl-C that lands there
+was lost and the run went on to exit 0. During a compiled EM fit, a NUTS run or an XLA
+compilation the main thread sits in C++ for seconds or minutes and the exception waits. So in a
 command-line process the handler never raises: it records the signal, and a watchdog thread
 (woken through :func:`signal.set_wakeup_fd` the moment the signal arrives, whatever the main
 thread is doing) prints one line and ends the process with status 130. The only thing on disk
@@ -13,7 +15,8 @@ the folder into place and removes its temporary folder on the way out.
 
 In-process calls (``main(argv)`` from tests or a notebook) get no watchdog: the handler raises
 ``KeyboardInterrupt`` as Python's own does, except inside :func:`writing`, where it is deferred
-to the next :func:`check`.
+to the next :func:`check`; the commands call :func:`check` after each stage, which also
+catches an interrupt that library code swallowed.
 """
 
 from __future__ import annotations
