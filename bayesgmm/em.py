@@ -1,4 +1,7 @@
-"""The compiled EM driver: ``init_state`` / ``em_step`` / ``fit`` over a pytree state.
+"""The compiled EM loop: ``init_state`` / ``em_step`` / ``advance`` / ``fit`` over a pytree state.
+
+``fit`` takes the traced settings of a batch of fits as one :class:`FitSettings` and the static
+ones as one :class:`FitStatic`; :mod:`bayesgmm.driver` builds both from validated arguments.
 
 One iteration is an E-step (which also gives the objective of the current parameters) followed
 by an M-step. The loop is a ``lax.while_loop`` inside one ``jax.jit``; restarts run together
