@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import jax
@@ -103,7 +104,9 @@ def fit_candidates(
 ) -> list[Outcome | str]:
     """EM fits of one covariance type and prior for several numbers of components.
 
-    All candidates and restarts run in one compiled, vmapped program padded to the largest K.
+    The candidates run as :func:`plan_batches` groups them: one vmapped program padded to the
+    largest K on small data, else each candidate alone at a bucketed K, in parallel threads.
+    Restarts of a candidate run together under ``vmap``.
 
     Parameters
     ----------
@@ -135,9 +138,6 @@ def fit_candidates(
     """
     n, d = X.shape
     dtype = X.dtype
-    k_max = max(n_components)
-    if block_size is None:
-        block_size = choose_block_size(n, k_max, d)
     if moments is None and needs_data(prior):
         moments = data_moments(X, sample_weight)
     priors = [resolve_prior(prior, moments, k, covariance_type) for k in n_components]
@@ -145,38 +145,119 @@ def fit_candidates(
         n_init = 1
     # NumPy arguments of the right dtype go straight into the compiled program: jnp.asarray
     # with a dtype conversion would compile a small program of its own for each of them.
-    prior_batch = None
-    if priors[0] is not None:
-        prior_batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
-    settings = em.FitSettings(
+    common = dict(
         rng_key=key_on_host(rng_key),
         tol=dtype.type(tol),
         reg_covar=dtype.type(reg_covar),
-        prior=prior_batch,
         init_params=None
         if init_params is None
         else tuple(np.asarray(a, dtype) for a in init_params),
-        n_active=np.asarray(n_components, np.int32),
-    )
-    static = em.FitStatic(
-        n_components=k_max,
-        covariance_type=covariance_type,
-        init=init,
-        max_iter=max_iter,
-        n_init=n_init,
-        block_size=block_size,
-        n_candidates=len(n_components),
     )
     # The data as columns, see bayesgmm.stats.
-    out = jax.device_get(
-        em.fit(
-            np.asarray(X.T, dtype), np.asarray(sample_weight, dtype), settings, static, n_threads
+    Xt, w = np.asarray(X.T, dtype), np.asarray(sample_weight, dtype)
+    plan = plan_batches(n, d, n_components, n_init)
+    jobs = []
+    for bucket, members in plan:
+        k_max = max(bucket, max(n_components[c] for c in members))
+        block = choose_block_size(n, k_max, d) if block_size is None else block_size
+        prior_batch = None
+        if priors[0] is not None:
+            prior_batch = jax.tree.map(
+                lambda *a: np.stack(a).astype(dtype), *(priors[c] for c in members)
+            )
+        settings = em.FitSettings(
+            **common,
+            prior=prior_batch,
+            n_active=np.asarray([n_components[c] for c in members], np.int32),
         )
-    )
-    outcomes = []
-    for c, (k, p) in enumerate(zip(n_components, priors, strict=True)):
-        outcomes.append(_best_restart(out, covariance_type, reg_covar, c, k, p))
-    return outcomes
+        static = em.FitStatic(
+            n_components=k_max,
+            covariance_type=covariance_type,
+            init=init,
+            max_iter=max_iter,
+            n_init=n_init,
+            block_size=block,
+            n_candidates=len(members),
+        )
+        jobs.append((members, settings, static))
+    outs = _run_jobs(Xt, w, jobs, n_threads)
+    results: list[Outcome | str | None] = [None] * len(n_components)
+    for (members, _, _), out in zip(jobs, outs, strict=True):
+        for i, c in enumerate(members):
+            k = n_components[c]
+            results[c] = _best_restart(out, covariance_type, reg_covar, i, k, priors[c])
+    return results
+
+
+# Rows x largest K x features up to which a search over K runs as one vmapped program padded to
+# the largest K: on small data a fit costs little more at K = 9 than at K = 1, and one
+# compilation serves every candidate.
+_ONE_BATCH = 2**15
+# Beyond it each candidate runs alone (its own while_loop, no waiting for the slowest
+# candidate) in a program for the smallest of these sizes that holds its K, so that a few
+# compilations serve every K with at most a third of the work wasted on padding.
+_K_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+
+def k_bucket(k: int, k_max: int) -> int:
+    """The padded number of components a candidate with ``k`` runs at (at most ``k_max``)."""
+    for b in _K_BUCKETS:
+        if b >= k:
+            return min(b, k_max)
+    return k
+
+
+def plan_batches(
+    n: int, d: int, n_components: list[int], n_init: int
+) -> list[tuple[int, list[int]]]:
+    """How the candidates of one search are grouped into compiled runs.
+
+    Returns
+    -------
+    list of (int, list of int)
+        Per run, the padded K and the indices of its candidates. A single candidate runs
+        unpadded; a search on small data (``n * max(K) * d <= _ONE_BATCH``) runs as one batch;
+        otherwise every candidate runs alone in a program for :func:`k_bucket` of its K,
+        largest first (the longest runs start first when they run in parallel).
+    """
+    k_max = max(n_components)
+    if len(n_components) == 1:
+        return [(n_components[0], [0])]
+    if n * k_max * d <= _ONE_BATCH:
+        return [(k_max, list(range(len(n_components))))]
+    order = sorted(range(len(n_components)), key=lambda c: -n_components[c])
+    return [(k_bucket(n_components[c], k_max), [c]) for c in order]
+
+
+def _run_jobs(Xt, w, jobs, n_threads):
+    """Run each (members, settings, static) job; several at once on several cores.
+
+    XLA runs one program on one core, and programs launched from separate threads run in
+    parallel, so independent candidates share the cores; each then runs its compiled loop
+    (``n_threads=1``) rather than splitting every iteration among threads.
+    """
+    if len(jobs) == 1:
+        _, settings, static = jobs[0]
+        return [jax.device_get(em.fit(Xt, w, settings, static, n_threads))]
+    threads = em.available_threads() if n_threads is None else n_threads
+    threads = max(1, min(threads, len(jobs)))
+
+    def run(job):
+        _, settings, static = job
+        return jax.device_get(em.fit(Xt, w, settings, static, 1))
+
+    if threads == 1:
+        return [run(job) for job in jobs]
+    # Compile each distinct program once (in parallel: XLA's compiler releases the GIL), then
+    # run the candidates.
+    firsts = {}
+    for job in jobs:
+        firsts.setdefault(job[2], job)
+    with ThreadPoolExecutor(threads) as pool:
+        early = dict(zip(firsts, pool.map(run, firsts.values()), strict=True))
+        rest = [job for job in jobs if firsts[job[2]] is not job]
+        later = iter(pool.map(run, rest))
+    return [early[job[2]] if firsts[job[2]] is job else next(later) for job in jobs]
 
 
 def _best_restart(

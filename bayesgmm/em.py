@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from ._compile import bounded_jit
 from .init import initial_params
 from .mstep import m_step
 from .numerics import tiny
@@ -293,35 +294,94 @@ def _over_fits(fn, single: bool):
     return fn if single else jax.vmap(jax.vmap(fn))
 
 
+# Restarts run together for this many iterations (at most); the best of them per candidate
+# then runs on alone ("short EM" restarts): most of the work of n_init restarts goes into the
+# one that is kept, and a start from a poor basin rarely overtakes within a few dozen steps.
+SHORT_EM_ITERS = 20
+
+
+def _loop(Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size) -> EMState:
+    return jax.lax.while_loop(
+        lambda s: ~s.done,
+        lambda s: em_step(s, Xt, sample_weight, cfg, covariance_type, max_iter, block_size),
+        state,
+    )
+
+
+def _prepare(
+    Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic
+) -> tuple[EMConfig, EMState]:
+    """The state the main loop starts from: with restarts, the best after the short runs.
+
+    Returns
+    -------
+    (EMConfig, EMState)
+        Leaves without batch axes for one candidate, else with leading axes (n_candidates, 1).
+    """
+    cfg, state = _start(Xt, sample_weight, settings, static)
+    if static.n_init > 1:
+        short = min(static.max_iter, SHORT_EM_ITERS)
+        run = partial(
+            _loop,
+            Xt,
+            sample_weight,
+            covariance_type=static.covariance_type,
+            max_iter=short,
+            block_size=static.block_size,
+        )
+        states = jax.vmap(jax.vmap(run))(cfg, state)
+        ok = ~states.singular & jnp.isfinite(states.objective)
+        best = jnp.argmax(jnp.where(ok, states.objective, -jnp.inf), axis=1)
+
+        def pick(a):
+            idx = best.reshape((-1, 1) + (1,) * (a.ndim - 2))
+            return jnp.take_along_axis(a, idx, axis=1)
+
+        state = jax.tree.map(pick, states)
+        cfg = jax.tree.map(lambda a: a[:, :1], cfg)
+        # A run stopped by the short cap goes on: ``objective`` back to the value before its
+        # last (scoring) E-step, so the convergence test compares two different iterates.
+        finished = state.converged | state.singular
+        previous = jnp.take_along_axis(
+            state.history, jnp.maximum(state.n_iter - 1, 0)[..., None], axis=-1
+        )[..., 0]
+        state = state._replace(
+            stop=finished,
+            done=finished,
+            objective=jnp.where(finished, state.objective, previous),
+        )
+    if static.n_candidates == 1 and not static.single:
+        cfg, state = jax.tree.map(lambda a: a[0, 0], (cfg, state))
+    return cfg, state
+
+
 def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic) -> FitOutput:
     """Fit by EM: one compiled ``while_loop`` per fit.
 
     Returns
     -------
     FitOutput
-        Every leaf has leading axes (n_candidates, n_init).
+        Every leaf has leading axes (n_candidates, 1): one restart per candidate is kept.
     """
-    cfg, state0 = _start(Xt, sample_weight, settings, static)
-    covariance_type, max_iter = static.covariance_type, static.max_iter
+    cfg, state = _prepare(Xt, sample_weight, settings, static)
+    covariance_type, single = static.covariance_type, static.n_candidates == 1
 
     def run(cfg, state):
-        state = jax.lax.while_loop(
-            lambda s: ~s.done,
-            lambda s: em_step(
-                s, Xt, sample_weight, cfg, covariance_type, max_iter, static.block_size
-            ),
-            state,
+        state = _loop(
+            Xt, sample_weight, cfg, state, covariance_type, static.max_iter, static.block_size
         )
         return finish(state, cfg, covariance_type)
 
-    out = _over_fits(run, static.single)(cfg, state0)
-    return jax.tree.map(lambda a: a[None, None], out) if static.single else out
+    out = _over_fits(run, single)(cfg, state)
+    return jax.tree.map(lambda a: a[None, None], out) if single else out
 
 
-_fit_optimized = jax.jit(_fit, static_argnames=("static",))
+# Compiled programs are kept in a bounded cache (bayesgmm._compile): a process that fits many
+# shapes would otherwise keep every executable it ever compiled.
+_fit_optimized = bounded_jit(_fit, static_argnames=("static",))
 # LLVM's optimisations take a large share of the compile time and buy nothing on tiny data, where
 # the fit itself is short either way.
-_fit_unoptimized = jax.jit(
+_fit_unoptimized = bounded_jit(
     _fit, static_argnames=("static",), compiler_options={"xla_backend_optimization_level": 0}
 )
 # Up to this many row-component-feature products (n K D, times the candidates and restarts run
@@ -338,10 +398,9 @@ _TINY = 2**13
 # the threads divide among the cores. Results equal the compiled loop's up to the order of the
 # sums.
 _THREADED = 2**21  # n K D (times the fits) from which the threads pay off
-_start_jit = jax.jit(_start, static_argnames=("static",))
+_prepare_jit = bounded_jit(_prepare, static_argnames=("static",))
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "block_size", "n_threads", "single"))
 def _share_e_step(
     Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single
 ):
@@ -356,7 +415,11 @@ def _share_e_step(
     return _over_fits(one, single)(params)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "max_iter", "single"))
+_share_e_step_jit = bounded_jit(
+    _share_e_step, static_argnames=("covariance_type", "block_size", "n_threads", "single")
+)
+
+
 def _advance_all(state, shares, ref, cfg, *, covariance_type, max_iter, single):
     stats = jax.tree.map(lambda *a: sum(a), *shares)
     step = partial(advance, covariance_type=covariance_type, max_iter=max_iter)
@@ -364,20 +427,27 @@ def _advance_all(state, shares, ref, cfg, *, covariance_type, max_iter, single):
     return new, jnp.all(new.done)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "single"))
+_advance_all_jit = bounded_jit(
+    _advance_all, static_argnames=("covariance_type", "max_iter", "single")
+)
+
+
 def _finish_all(state, cfg, *, covariance_type, single):
     out = _over_fits(partial(finish, covariance_type=covariance_type), single)(state, cfg)
     return jax.tree.map(lambda a: a[None, None], out) if single else out
+
+
+_finish_all_jit = bounded_jit(_finish_all, static_argnames=("covariance_type", "single"))
 
 
 def _fit_threaded(
     Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic, n_threads: int
 ) -> FitOutput:
     """:func:`_fit` with the E-step of every iteration shared among ``n_threads`` threads."""
-    cfg, state = _start_jit(Xt, sample_weight, settings, static)
-    covariance_type, single = static.covariance_type, static.single
+    cfg, state = _prepare_jit(Xt, sample_weight, settings, static=static)
+    covariance_type, single = static.covariance_type, static.n_candidates == 1
     share = partial(
-        _share_e_step,
+        _share_e_step_jit,
         Xt,
         sample_weight,
         covariance_type=covariance_type,
@@ -393,7 +463,7 @@ def _fit_threaded(
             mapper = map if first else pool.map
             outs = list(mapper(partial(_run_share, share, params), range(n_threads)))
             first = False
-            state, done = _advance_all(
+            state, done = _advance_all_jit(
                 state,
                 [o[0] for o in outs],
                 outs[0][1],
@@ -403,7 +473,7 @@ def _fit_threaded(
                 single=single,
             )
             done = bool(done)
-    return _finish_all(state, cfg, covariance_type=covariance_type, single=single)
+    return _finish_all_jit(state, cfg, covariance_type=covariance_type, single=single)
 
 
 def _run_share(share, params, thread):
@@ -455,5 +525,5 @@ def fit(
     if threads > 1:
         return _fit_threaded(Xt, sample_weight, settings, static, threads)
     return (_fit_unoptimized if size <= _TINY else _fit_optimized)(
-        Xt, sample_weight, settings, static
+        Xt, sample_weight, settings, static=static
     )
