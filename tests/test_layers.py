@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bayesgmm"
-CORE = {"numerics", "params", "priors", "stats", "mstep", "init", "em", "_validation"}
+CORE = {"_compile", "numerics", "params", "priors", "stats", "mstep", "init", "em", "_validation"}
 DRIVERS = {"driver"}
 SURFACE = {"api", "select", "nuts", "posterior", "plotting", "cli"}
 MAX_LINES = 600

@@ -161,27 +161,9 @@ def test_ml_from_mclust_estimate_reaches_its_optimum(optimum, x64):
     np.testing.assert_allclose(res.covariances, tight["covariances"], rtol=1e-4, atol=1e-8)
 
 
-# Default start (one fit_em call, default settings): issue 9 requires mclust's optimum. On
-# diabetes (full, K=3) the k-means start ends in a worse local optimum today.
-_DEFAULT_START_FAILS = {"diabetes-VVV-K3"}
-
-
-@pytest.mark.parametrize(
-    "optimum",
-    [
-        pytest.param(
-            o,
-            id=i,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 9: the default k-means start misses mclust's optimum",
-            )
-            if i in _DEFAULT_START_FAILS
-            else (),
-        )
-        for o, i in zip(OPTIMA, OPTIMUM_IDS, strict=True)
-    ],
-)
+# Default start (one fit_em call, default settings: ten k-means++ starts with short EM runs):
+# issue 9 requires mclust's optimum.
+@pytest.mark.parametrize("optimum", OPTIMA, ids=OPTIMUM_IDS)
 def test_default_fit_reaches_mclust_optimum(optimum, x64):
     X = LOADERS[optimum["dataset"]]()
     row = _cell("ml", optimum["dataset"], optimum["model"], optimum["G"])

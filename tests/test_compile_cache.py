@@ -1,0 +1,87 @@
+"""The compiled-program caches: bounded in memory, persistent on disk (bayesgmm._compile)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+import bayesgmm as bg
+from bayesgmm import _compile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sin_times(x, *, p):
+    return jnp.sin(x) * p
+
+
+def test_bounded_jit_keeps_at_most_max_programs_and_frees_the_rest(monkeypatch):
+    monkeypatch.setenv(_compile.ENV_MAX_PROGRAMS, "3")
+    f = _compile.bounded_jit(_sin_times, static_argnames=("p",))
+    before = _compile.cache_info()
+    refs = []
+    for n in range(1, 9):  # eight shapes: eight programs, three kept
+        x = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        np.testing.assert_allclose(np.asarray(f(x, p=2.0)), np.sin(x) * 2.0, rtol=1e-6)
+        refs.append(weakref.ref(next(reversed(_compile._programs.values()))))
+        assert _compile.cache_info().size <= 3
+    gc.collect()
+    assert sum(r() is not None for r in refs) <= 3
+    info = _compile.cache_info()
+    assert info.misses - before.misses == 8
+    f(np.linspace(0.0, 1.0, 8, dtype=np.float32), p=2.0)  # the most recent one: a hit
+    assert _compile.cache_info().hits == info.hits + 1
+    try:  # JAX's own compilation cache, keyed weakly on each program's function, lets go too
+        from jax._src.interpreters import pxla
+
+        size = pxla._cached_compilation.cache_info().currsize
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved
+        return
+    for n in range(9, 15):
+        f(np.zeros(n, np.float32), p=2.0)
+    gc.collect()
+    assert pxla._cached_compilation.cache_info().currsize <= size + 3
+
+
+def test_fits_of_many_shapes_keep_the_cache_bounded(monkeypatch):
+    monkeypatch.setenv(_compile.ENV_MAX_PROGRAMS, "4")
+    rng = np.random.default_rng(0)
+    mix = bg.Mixture(1, "spherical")
+    for n in range(20, 29):
+        X = rng.normal(size=(n, 2))
+        res = mix.fit_em(X, n_init=1, max_iter=3)
+        np.testing.assert_allclose(np.asarray(res.means)[0], X.mean(axis=0), rtol=1e-5, atol=1e-6)
+        assert _compile.cache_info().size <= 4
+
+
+def _cache_dir_in_child(env: dict) -> str:
+    code = "import jax, bayesgmm._compile as c; print(jax.config.jax_compilation_cache_dir)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_persistent_cache_default_opt_out_and_user_setting(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "BAYESGMM_"))}
+    env |= {"XDG_CACHE_HOME": str(tmp_path), "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    assert _cache_dir_in_child(env) == str(tmp_path / "bayesgmm" / "jax")
+    assert (tmp_path / "bayesgmm" / "jax").is_dir()
+    assert _cache_dir_in_child(env | {"BAYESGMM_NO_CACHE": "1"}) == "None"
+    own = str(tmp_path / "mine")
+    assert _cache_dir_in_child(env | {"JAX_COMPILATION_CACHE_DIR": own}) == own
+
+
+def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert _compile.cache_dir() == os.path.join(str(tmp_path), "bayesgmm", "jax")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _compile.cache_dir() == os.path.join(str(tmp_path), "home", ".cache", "bayesgmm", "jax")
