@@ -5,8 +5,10 @@ ones as one :class:`FitStatic`; :mod:`bayesgmm.driver` builds both from validate
 
 One iteration is an E-step (which also gives the objective of the current parameters) followed
 by an M-step. The loop is a ``lax.while_loop`` inside one ``jax.jit``; restarts run together
-under ``vmap``. Convergence follows scikit-learn: stop when the objective per unit of sample
-weight changed by less than ``tol`` between two consecutive E-steps.
+under ``vmap`` for a few iterations, then the best of them runs on alone. Compiled programs live
+in the bounded cache of :mod:`bayesgmm._compile`. Convergence follows scikit-learn: stop when
+the objective per unit of sample weight changed by less than ``tol`` between two consecutive
+E-steps.
 """
 
 from __future__ import annotations
@@ -514,7 +516,8 @@ def fit(
     Returns
     -------
     FitOutput
-        Every leaf has leading axes (n_candidates, n_init).
+        Every leaf has leading axes (n_candidates, 1): with ``n_init`` restarts, the best
+        after :data:`SHORT_EM_ITERS` iterations is the one run to convergence and returned.
     """
     d, n = Xt.shape
     size = n * static.n_components * d * static.n_candidates * static.n_init

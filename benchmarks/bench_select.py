@@ -8,6 +8,10 @@ R as CSV with 17 significant digits) and pick the best BIC. Reported per data se
   timed inside the process (interpreter start-up excluded; "process s" includes it).
   mclust: ``system.time`` around the first ``Mclust`` call of a fresh R process; "process s" is
   the wall time of the whole ``Rscript`` (R start-up, ``library(mclust)``, reading the CSV).
+- cold fit_em s: a fresh process, ``import bayesgmm`` plus one default ``fit_em`` (K=2, full).
+- disk-cache cold s: the cold select again in a fresh process, after an earlier process filled
+  bayesgmm's persistent compilation cache (a temporary ``XDG_CACHE_HOME``); the plain cold
+  figures run with ``BAYESGMM_NO_CACHE=1`` and without ``JAX_COMPILATION_CACHE_DIR``.
 - warm median s: the median of ``--repeats`` later calls in the same process (bayesgmm) or in
   the same R session (mclust, ``system.time`` around ``Mclust`` only).
 - the chosen model, its log-likelihood and its BIC in mclust's sign (2 loglik - df log n,
@@ -54,6 +58,11 @@ repeats = int(sys.argv[2])
 t0 = time.perf_counter()
 import bayesgmm as bg
 t_import = time.perf_counter() - t0
+if repeats < 0:  # only a first fit_em
+    t1 = time.perf_counter()
+    float(bg.Mixture(2, "full").fit_em(X).log_likelihood)
+    print(json.dumps({"import_s": t_import, "cold_s": t_import + time.perf_counter() - t1}))
+    raise SystemExit
 
 def run():
     sel = bg.select(X, range(1, 10), covariance_types=("full", "tied", "diag", "spherical"))
@@ -135,8 +144,15 @@ def mclust_available(rscript: str) -> str | None:
     return None
 
 
-def run_bayesgmm(npy: Path, repeats: int, dtype: str) -> dict:
-    env = os.environ | {"JAX_ENABLE_X64": "1" if dtype == "float64" else "0"}
+def run_bayesgmm(npy: Path, repeats: int, dtype: str, cache_home: str | None = None) -> dict:
+    """One child process; ``cache_home``: use bayesgmm's disk cache there, else none at all."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["JAX_ENABLE_X64"] = "1" if dtype == "float64" else "0"
+    if cache_home is None:
+        env["BAYESGMM_NO_CACHE"] = "1"
+    else:
+        env.pop("BAYESGMM_NO_CACHE", None)
+        env["XDG_CACHE_HOME"] = cache_home
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     start = time.perf_counter()
     out = subprocess.run(
@@ -196,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-    print(f"JAX_COMPILATION_CACHE_DIR: {cache or 'not set'} (cold times include compilation)")
+    print("cold times include compilation (no persistent cache unless stated)")
     no_mclust = mclust_available(args.rscript)
     if no_mclust:
         print(f"NOTE: mclust rows skipped: {no_mclust}")
@@ -223,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                         "cold_s": mc["cold_s"],
                         "process_s": mc["process_s"],
                         "warm_s": statistics.median(mc["warm"]),
+                        "fit_cold_s": float("nan"),
+                        "disk_cold_s": float("nan"),
                         "model": f"{mc['best']['model']} K={mc['best']['k']}",
                         "loglik": mc["best"]["loglik"],
                         "bic": mc["best"]["bic"],
@@ -231,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             for dtype in args.dtypes.split(","):
                 bg = run_bayesgmm(npy, repeats, dtype)
+                bg["fit_cold_s"] = run_bayesgmm(npy, -1, dtype)["cold_s"]
+                with tempfile.TemporaryDirectory() as home:
+                    run_bayesgmm(npy, 0, dtype, cache_home=home)  # fills the cache
+                    bg["disk_cold_s"] = run_bayesgmm(npy, 0, dtype, cache_home=home)["cold_s"]
                 best = bg["best"]
                 bic = bic_mclust_sign(best["loglik"], best["df"], n)
                 note = ""
@@ -261,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                         "cold_s": bg["cold_s"],
                         "process_s": bg["process_s"],
                         "warm_s": statistics.median(bg["warm"]),
+                        "fit_cold_s": bg["fit_cold_s"],
+                        "disk_cold_s": bg["disk_cold_s"],
                         "model": f"{MCLUST[best['type']]} ({best['type']}) K={best['k']}",
                         "loglik": best["loglik"],
                         "bic": bic,
@@ -271,15 +294,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     header = (
-        "| data | library | precision | cold s | process s | warm median s | chosen | loglik "
-        "| BIC (mclust sign) | at least as good as mclust |"
+        "| data | library | precision | cold s | process s | cold fit_em s | disk-cache cold s "
+        "| warm median s | chosen | loglik | BIC (mclust sign) | at least as good as mclust |"
     )
     print(header)
-    print("|" + " --- |" * 10)
+    print("|" + " --- |" * 12)
     for r in results:
         print(
             f"| {r['data']} | {r['library']} | {r['precision']} | {r['cold_s']:.2f} "
-            f"| {r['process_s']:.2f} | {r['warm_s']:.2f} | {r['model']} | {r['loglik']:.3f} "
+            f"| {r['process_s']:.2f} | {r['fit_cold_s']:.2f} | {r['disk_cold_s']:.2f} "
+            f"| {r['warm_s']:.2f} | {r['model']} | {r['loglik']:.3f} "
             f"| {r['bic']:.3f} | {r['note']} |"
         )
     if args.json:
