@@ -175,8 +175,8 @@ def test_default_fit_reaches_mclust_optimum(optimum, x64):
 
 @pytest.mark.parametrize(
     "model",
+    # VVV's prior has the same form as EEE's; left out to save a compilation.
     [
-        "VVV",
         "EEE",
         pytest.param(
             "VVI",
