@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..init import DEFAULT_INIT, DEFAULT_N_INIT, INIT_METHODS
+from ..init import INIT_METHODS
 from ..params import COVARIANCE_TYPES
 from .console import CLIError
 
@@ -52,18 +52,9 @@ def add_fit_arguments(p: argparse.ArgumentParser) -> None:
             "(default: default)"
         ),
     )
+    p.add_argument("--n-init", type=int, default=1, metavar="N", help="EM restarts (default: 1)")
     p.add_argument(
-        "--n-init",
-        type=int,
-        default=DEFAULT_N_INIT,
-        metavar="N",
-        help=f"EM starts (default: {DEFAULT_N_INIT})",
-    )
-    p.add_argument(
-        "--init",
-        choices=INIT_METHODS,
-        default=DEFAULT_INIT,
-        help=f"EM start (default: {DEFAULT_INIT})",
+        "--init", choices=INIT_METHODS, default="kmeans", help="EM start (default: kmeans)"
     )
     p.add_argument(
         "--max-iter", type=int, default=1000, metavar="N", help="EM iterations (default: 1000)"
