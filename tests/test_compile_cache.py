@@ -85,3 +85,34 @@ def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert _compile.cache_dir() == os.path.join(str(tmp_path), "home", ".cache", "bayesgmm", "jax")
+
+
+def test_plan_batches_groups_small_searches_and_splits_large_ones():
+    from bayesgmm.driver import k_bucket, plan_batches
+
+    ks = list(range(1, 10))
+    assert plan_batches(272, 2, ks, 1) == [(9, list(range(9)))]  # faithful: one padded batch
+    plan = plan_batches(20000, 5, ks, 1)
+    assert sorted(c for _, members in plan for c in members) == list(range(9))
+    assert all(len(members) == 1 for _, members in plan)
+    assert [ks[m[0]] for _, m in plan] == sorted(ks, reverse=True)  # largest first
+    assert {b for b, _ in plan} == {1, 2, 3, 4, 6, 8, 9}  # bucketed, capped at the largest K
+    for b, (c,) in plan:
+        assert ks[c] <= b <= max(1.5 * ks[c], 2)
+    assert plan_batches(20000, 5, [7], 1) == [(7, [0])]  # a single fit is never padded
+    assert k_bucket(13, 40) == 16 and k_bucket(13, 14) == 14
+
+
+def test_split_search_keeps_each_candidate_in_its_row(x64):
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(0, 1, (3000, 2)), rng.normal(6, 1, (3000, 2))])
+    # n * max(K) * D > 2^15: the candidates run apart (K=3 first), at K buckets 3 and 1.
+    sel = bg.select(X, [3, 1], covariance_types=("spherical",))
+    tab = sel.table.set_index("n_components")
+    var = X.var(axis=0).mean() + 1e-6
+    expected = stats.multivariate_normal(X.mean(axis=0), var * np.eye(2)).logpdf(X).sum()
+    assert abs(tab.loc[1, "log_likelihood"] - expected) < 1e-8 * abs(expected)
+    single = bg.Mixture(3, "spherical").fit_em(X, n_init=1, init="kmeans")
+    assert abs(tab.loc[3, "log_likelihood"] - single.log_likelihood) < 1e-8 * abs(expected)
