@@ -195,14 +195,17 @@ class Mixture:
         n_init : int, default=1
             Restarts, run together under ``vmap``; the best objective wins.
         init : {"kmeans", "kmeans++", "random", "random_from_data"}, default="kmeans"
+            ``"k-means++"`` (scikit-learn's spelling) is ``"kmeans++"``.
         max_iter : int, default=1000
-            Maximum number of iterations (E-step + M-step).
+            Maximum number of iterations (E-step + M-step); 0 returns the start, scored.
         tol : float, default=1e-6
             Stop when the objective per sample changes by less than ``tol``.
         sample_weight : array of shape (n_samples,), optional
             Non-negative row weights; integer weights equal repeating rows.
         init_params : dict, optional
             ``dict(weights=, means=, covariances=)`` to start from; the first E-step uses them.
+            Any of the three may be left out: ``init`` gives the rest, as scikit-learn's
+            ``weights_init``, ``means_init`` and ``precisions_init`` do.
 
         Returns
         -------
@@ -213,7 +216,7 @@ class Mixture:
         ip = None
         if init_params is not None:
             ip = v.check_init_params(
-                init_params, self.n_components, Xa.shape[1], self.covariance_type
+                init_params, self.n_components, Xa.shape[1], self.covariance_type, partial=True
             )
         (res,) = fit_candidates(
             self,
@@ -368,7 +371,7 @@ def fit_candidates(
         v.check_enough_samples(n, sample_weight, k)
     init = v.check_init(init)
     n_init = v.check_positive_int(n_init, "n_init")
-    max_iter = v.check_positive_int(max_iter, "max_iter")
+    max_iter = v.check_nonnegative_int(max_iter, "max_iter")
     tol = v.check_nonnegative_float(tol, "tol")
     key = _key_on_host(rng_key)
     priors = [
@@ -381,8 +384,8 @@ def fit_candidates(
             "below 1 the posterior mode lies on the boundary of the simplex. NUTS accepts any "
             "positive value."
         )
-    if init_params is not None:
-        n_init = 1
+    if init_params is not None and all(a is not None for a in init_params):
+        n_init = 1  # a fully given start leaves nothing to restart
     k_max = max(n_components)
     # NumPy arguments of the right dtype go straight into the compiled program: jnp.asarray
     # with a dtype conversion would compile a small program of its own for each of them.
@@ -397,7 +400,9 @@ def fit_candidates(
         dtype.type(tol),
         dtype.type(mixture.reg_covar),
         prior_batch,
-        None if init_params is None else tuple(np.asarray(a, dtype) for a in init_params),
+        None
+        if init_params is None
+        else tuple(None if a is None else np.asarray(a, dtype) for a in init_params),
         np.asarray(n_components, np.int32),
         n_components=k_max,
         covariance_type=mixture.covariance_type,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from .init import initial_params
+from .init import initial_params, with_given
 from .mstep import m_step
 from .numerics import tiny
 from .params import GMMParams, make_params
@@ -112,6 +112,7 @@ def init_state(params: GMMParams, max_iter: int) -> EMState:
     history = jnp.full(max_iter + 1, jnp.nan, dtype)
     false = jnp.zeros((), bool)
     nan = jnp.array(jnp.nan, dtype)
+    # max_iter=0 stops at once: the one E-step scores the starting parameters.
     return EMState(
         params,
         jnp.zeros((), jnp.int32),
@@ -119,7 +120,7 @@ def init_state(params: GMMParams, max_iter: int) -> EMState:
         history,
         false,
         false,
-        false,
+        jnp.array(max_iter == 0),
         false,
         nan,
     )
@@ -253,9 +254,9 @@ def _start(
     def one(k_active, prior, key):
         active = jnp.arange(n_components) < k_active
         cfg = EMConfig(tol, reg_covar, prior, threshold, active)
-        if init_params is not None:
+        if init_params is not None and all(a is not None for a in init_params):
             params0 = make_params(*init_params, covariance_type)
-        else:
+        else:  # no or some given parameters: the init method gives the rest
             params0 = initial_params(
                 key,
                 Xt,
@@ -268,6 +269,8 @@ def _start(
                 covariance_type,
                 active,
             )
+            if init_params is not None:
+                params0 = with_given(params0, init_params, covariance_type)
         return cfg, init_state(params0, max_iter)
 
     keys = jax.random.split(rng_key, n_init)
