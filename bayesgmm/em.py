@@ -388,7 +388,8 @@ def _fit_threaded(Xt, sample_weight, *args, n_threads: int, **static) -> FitOutp
             params = state.params
             # The first iteration runs in this thread: the threads must not all compile at once.
             mapper = map if first else pool.map
-            outs = list(mapper(partial(_run_share, share, params), range(n_threads)))
+            run = partial(_run_share, share, params, bool(jax.config.jax_enable_x64))
+            outs = list(mapper(run, range(n_threads)))
             first = False
             state, done = _advance_all(
                 state,
@@ -403,8 +404,11 @@ def _fit_threaded(Xt, sample_weight, *args, n_threads: int, **static) -> FitOutp
     return _finish_all(state, cfg, covariance_type=covariance_type, single=single)
 
 
-def _run_share(share, params, thread):
-    return jax.block_until_ready(share(params, thread))
+def _run_share(share, params, x64, thread):
+    # JAX's config contexts (``with jax.enable_x64(...)``) are thread-local: a worker thread
+    # would see the global setting, not the caller's, and compute float64 data in float32.
+    with jax.enable_x64(x64):
+        return jax.block_until_ready(share(params, thread))
 
 
 def _n_threads() -> int:

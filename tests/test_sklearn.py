@@ -354,3 +354,25 @@ def test_core_kmeanspp_alias_and_float32_round_trip(faithful):
     bad["covariances"] = cov + np.array([[0.0, 1e-6], [0.0, 0.0]]) * np.abs(cov).max()
     with pytest.raises(ValueError, match="symmetric"):
         mix.fit_em(faithful, init_params=bad)
+
+
+@pytest.mark.slow  # 180 000 rows, to reach the threaded E-step
+def test_float64_in_the_threaded_e_step(ref):
+    """Large fits share the E-step among threads, which must compute in float64 too.
+
+    JAX's ``enable_x64`` context is thread-local; the worker threads get the caller's setting.
+    """
+    rng = np.random.default_rng(5)
+    X = np.concatenate([rng.normal(size=(90_000, 3)), 2 * rng.normal(size=(90_000, 3)) + 4])
+    init = dict(
+        weights_init=np.full(4, 0.25),
+        means_init=np.array([[0.0, 0, 0], [4, 4, 4.1], [1, 1, 1], [3, 3, 3]]),
+        precisions_init=np.stack([np.eye(3)] * 4),
+    )
+    kw = dict(max_iter=5, tol=0.0, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = GaussianMixture(4, **kw).fit(X)
+        expected = SkGaussianMixture(4, **kw).fit(X)
+    ref.assert_close(ours.means_, expected.means_, RTOL)
+    ref.assert_close(ours.covariances_, expected.covariances_, RTOL)
