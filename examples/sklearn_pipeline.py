@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import jax
 import numpy as np
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
@@ -58,12 +59,15 @@ def main(
     )
 
     # The bayesgmm fit behind the estimator (on the scaled data), e.g. for its plots or NUTS.
+    # The estimator switches float64 on for its own calls only; its FitResult holds float64
+    # JAX arrays, so used directly it wants float64 on too.
     Z = best["scale"].transform(X)
-    figures = {
-        "sklearn_pipeline_mixture.png": plot_mixture(
-            gmm.fitted_, Z, feature_names=["eruptions (scaled)", "waiting (scaled)"]
-        )
-    }
+    with jax.enable_x64(True):
+        figures = {
+            "sklearn_pipeline_mixture.png": plot_mixture(
+                gmm.fitted_, Z, feature_names=["eruptions (scaled)", "waiting (scaled)"]
+            )
+        }
     if out_dir is not None:
         print("wrote", ", ".join(save_figures(figures, out_dir)), "to", out_dir)
     elif show:
