@@ -102,6 +102,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     feature_names_in_ : ndarray of str
         When fitted on a DataFrame with string column names.
     fitted_ : bayesgmm.FitResult
+        Its arrays are JAX arrays in the input's precision: for a float64 fit, call its
+        methods inside ``with jax.enable_x64(True):`` (the estimator's own methods do).
     mixture_ : bayesgmm.Mixture
         The model, for :meth:`bayesgmm.Mixture.sample_posterior` on the same data.
 
