@@ -10,6 +10,7 @@ the estimators must compute in float64 for float64 input on their own.
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -56,7 +57,16 @@ def test_check_estimator(estimator, check):
     check(estimator)
 
 
+# The default suite runs slow tests too; these checks compile EM and NUTS programs for every
+# data shape scikit-learn's checks use (minutes), so they run on request only.
+full_checks = pytest.mark.skipif(
+    os.environ.get("BAYESGMM_SKLEARN_CHECKS") != "1",
+    reason="estimator checks with a prior and by NUTS take minutes: BAYESGMM_SKLEARN_CHECKS=1",
+)
+
+
 @pytest.mark.slow
+@full_checks
 @parametrize_with_checks(
     [
         GaussianMixture(prior="default"),
