@@ -107,6 +107,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     mixture_ : bayesgmm.Mixture
         The model, for :meth:`bayesgmm.Mixture.sample_posterior` on the same data.
 
+    Notes
+    -----
+    Differences from scikit-learn: the starts of ``init_params`` are bayesgmm's own (drawn from
+    a JAX key), the ``n_init`` runs are compared by the objective of their final parameters
+    (scikit-learn: by their lower bound, one E-step earlier), ``weights_init`` is renormalised
+    to sum to 1, and ``lower_bounds_`` (the per-iteration history) is not kept; the objective
+    per iteration is ``fitted_.history``.
+
     Examples
     --------
     >>> from sklearn.pipeline import make_pipeline
