@@ -245,25 +245,26 @@ def test_dtype_follows_input_and_flag_is_left_alone(ref, faithful):
 
 
 def test_pipeline_gridsearch_clone_pickle(faithful):
-    # 270 rows: every fold, the refit and the pipeline share two data shapes (compilations).
-    X = faithful[:270]
-    pipe = Pipeline([("scale", StandardScaler()), ("gmm", GaussianMixture(2, random_state=0))])
+    # The settings and data shapes of examples/sklearn_pipeline.py's test run (2 folds of 136
+    # rows, the refit on 272, prior="default", n_init=2): the compiled programs are shared.
+    X = faithful
+    est = GaussianMixture(n_init=2, random_state=0, prior="default")
+    pipe = Pipeline([("scale", StandardScaler()), ("gmm", clone(est).set_params(n_components=2))])
     pipe.fit(X)
     Z = StandardScaler().fit_transform(X)
     np.testing.assert_allclose(pipe.score(X), pipe["gmm"].score(Z), rtol=1e-12)
 
     # The default score of a search is the mean log-likelihood of the held-out rows.
-    cv = KFold(3, shuffle=True, random_state=0)
-    search = GridSearchCV(GaussianMixture(random_state=0), {"n_components": [1, 2]}, cv=cv)
+    cv = KFold(2, shuffle=True, random_state=0)
+    search = GridSearchCV(est, {"n_components": [1, 2]}, cv=cv)
     search.fit(Z)
     assert search.best_params_ == {"n_components": 2}
     scores = [
-        clone(search.estimator).set_params(n_components=2).fit(Z[tr]).score(Z[te])
-        for tr, te in cv.split(Z)
+        clone(est).set_params(n_components=2).fit(Z[tr]).score(Z[te]) for tr, te in cv.split(Z)
     ]
     np.testing.assert_allclose(search.cv_results_["mean_test_score"][1], np.mean(scores))
     np.testing.assert_allclose(
-        cross_val_score(GaussianMixture(2, random_state=0), Z, cv=cv), scores, rtol=1e-12
+        cross_val_score(clone(est).set_params(n_components=2), Z, cv=cv), scores, rtol=1e-12
     )
 
     gm = search.best_estimator_
