@@ -393,7 +393,7 @@ _fit_unoptimized = bounded_jit(
 )
 # Up to this many row-component-feature products (n K D, times the candidates and restarts run
 # together) a problem counts as tiny.
-_TINY = 2**16
+_TINY = 2**13
 
 # ---------------------------------------------------------------------------------- threads
 #
