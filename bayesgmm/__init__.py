@@ -5,10 +5,12 @@ from .api import FitResult, Mixture
 from .posterior import compare, plot_compare
 from .priors import Prior
 from .select import Selection, select
+from .warnings import MultimodalPosteriorWarning
 
 __all__ = [
     "FitResult",
     "Mixture",
+    "MultimodalPosteriorWarning",
     "Prior",
     "Selection",
     "compare",

@@ -16,33 +16,12 @@ from jax.typing import ArrayLike
 
 from . import _validation as v
 from . import em
+from ._keys import as_key
+from ._keys import key_on_host as _key_on_host
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
 from .priors import Prior, PriorParams, cast_prior, resolve_prior
 from .stats import choose_block_size, log_prob_fn, map_blocks
-
-
-def as_key(rng_key) -> Array:
-    """A JAX PRNG key from an int seed or an existing key."""
-    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
-        return jax.random.PRNGKey(int(rng_key))
-    if isinstance(rng_key, jax.Array):
-        return rng_key
-    raise ValueError(
-        f"rng_key must be an int seed or a jax.random key, got {type(rng_key).__name__}."
-    )
-
-
-def _key_on_host(rng_key):
-    """``as_key(rng_key)``, made with NumPy for the usual seeds (0 <= seed < 2**31).
-
-    ``jax.random.PRNGKey(seed)`` is the raw key ``[0, seed]`` there; building it on the host
-    spares a compilation on the first fit of a process.
-    """
-    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
-        if 0 <= int(rng_key) < 2**31:
-            return np.array([0, int(rng_key)], np.uint32)
-    return as_key(rng_key)
 
 
 class Mixture:
@@ -314,8 +293,24 @@ class Mixture:
         >>> post3 = bg.Mixture(3, prior="default").sample_posterior(X)  # doctest: +SKIP
         >>> az.compare({"K=2": post2, "K=3": post3})  # doctest: +SKIP
         """
-        from .nuts import sample_posterior
+        from .sampler import sample_posterior
 
+        if isinstance(init, FitResult):
+            d = v.check_X(X).shape[1]
+            expected = (self.n_components, self.covariance_type, d)
+            if (init.n_components, init.covariance_type, init.n_features_in) != expected:
+                raise ValueError(
+                    "init must be a fit of the same mixture: expected n_components="
+                    f"{self.n_components}, covariance_type={self.covariance_type!r}, "
+                    f"n_features={d}; got n_components={init.n_components}, "
+                    f"covariance_type={init.covariance_type!r}, n_features={init.n_features_in}."
+                )
+            init = {name: np.asarray(a, np.float64) for name, a in init.params.items()}
+        elif init is not None and not isinstance(init, dict):
+            raise ValueError(
+                "init must be None, a FitResult (e.g. from Mixture.fit_em) or a dict with "
+                f"'weights', 'means' and 'covariances'; got {type(init).__name__}."
+            )
         return sample_posterior(
             self,
             X,

@@ -64,7 +64,7 @@ def _n_effective(post) -> float:
 
 def _em_params(res, post) -> dict[str, np.ndarray]:
     """EM parameters as float64 arrays in the posterior's shapes, components in its order."""
-    from .nuts import relabel_permutations
+    from .relabel import relabel_permutations
 
     params = res.params if hasattr(res, "params") else res
     if not isinstance(params, dict) or any(name not in params for name in PARAMETERS):

@@ -23,7 +23,9 @@ from numpyro.infer.util import log_density, potential_energy, unconstrain_fn
 from scipy.special import logsumexp
 
 import bayesgmm as bg
-from bayesgmm.nuts import _apply_permutation, _jittered_starts, relabel_permutations
+from bayesgmm.nuts import _jittered_starts
+from bayesgmm.relabel import apply_permutation as _apply_permutation
+from bayesgmm.relabel import relabel_permutations
 
 PARAMS = ("weights", "means", "covariances")
 

@@ -1,0 +1,238 @@
+"""Separated modes of a mixture posterior: which configuration each draw is in, and their masses.
+
+A mixture posterior can have modes that are not label permutations of one another (galaxies with
+two components: a narrow component on the seven slow galaxies, or a narrow central component with
+a broad one). NUTS chains stay in the mode they start in, so the sampler starts chains from every
+distinct EM optimum (the *configurations*), and this module
+
+- classifies every draw by the configuration whose allocation probabilities are nearest
+  (:func:`bayesgmm.relabel.configuration_distance`, up to a label permutation), and every chain
+  by the configuration most of its draws are in (:func:`classify`);
+- estimates the posterior mass of each configuration that chains actually occupy by importance
+  sampling (:func:`importance_masses`): a multivariate Student-t proposal is fitted to each
+  mode's draws in NUTS's unconstrained space, and the deterministic-mixture estimator
+  ``mass_m = sum_i w_i 1[z_i in m] / sum_i w_i`` with ``w_i = p(z_i | X) / q_mix(z_i)`` weighs
+  them (Owen & Zhou 2000); each proposal covers one labelling of its mode, which is the same
+  fraction ``1 / K!`` of every mode's mass (up to overlap between labellings);
+- composes the returned draws (:func:`compose`): each output chain takes, at every draw index,
+  the draw of one mode's chain, the modes allotted to draw indices in proportion to their masses
+  (stratified, in random order), so every chain holds the modes in the same proportions.
+
+Numbers here are NumPy; the log posterior density and the transforms come as callables.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .relabel import (
+    allocation_probabilities,
+    apply_permutation,
+    configuration_distance,
+    log_component_densities,
+)
+
+__all__ = ["ModeReport", "classify", "compose", "importance_masses"]
+
+# Draws per chunk when computing allocation probabilities (memory O(chunk x rows x K)).
+CHUNK_DRAWS = 2000
+# Importance samples per mode, and the Student-t degrees of freedom of the proposals.
+N_IMPORTANCE = 2000
+T_DOF = 5.0
+# Draws of each mode used to fit its proposal (a fixed number: one compiled transform).
+N_FIT = 1000
+# A chain is said to have left every configuration when its draws are on average this far
+# (nats per row of allocation divergence) from the nearest one.
+OUTSIDE_DISTANCE = 0.5
+
+
+class ModeReport(NamedTuple):
+    """What is known about the posterior's modes."""
+
+    masses: np.ndarray  # (M,) estimated mass of each configuration (0 where no chain stays)
+    ess: np.ndarray  # (M,) importance-sampling effective sample size per mode (nan: not run)
+    chain_mode: np.ndarray  # (R, C) configuration each chain of each run ends up in
+    outside: np.ndarray  # (R, C) bool: the chain's draws are far from every configuration
+    draw_mode: np.ndarray  # (R, C, S) configuration of each draw
+    draw_perm: np.ndarray  # (R, C, S, K) labels of each draw in its configuration's order
+
+
+def allocation(X_rows, samples: dict, covariance_type: str) -> np.ndarray:
+    """Allocation probabilities (S, rows, K) of draws ``samples`` (S, ...), in chunks."""
+    s = samples["weights"].shape[0]
+    out = []
+    for start in range(0, s, CHUNK_DRAWS):
+        part = {name: a[start : start + CHUNK_DRAWS] for name, a in samples.items()}
+        out.append(
+            allocation_probabilities(
+                log_component_densities(
+                    X_rows, part["weights"], part["means"], part["covariances"], covariance_type
+                )
+            )
+        )
+    return np.concatenate(out)
+
+
+def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type: str):
+    """Configuration of every draw, and of every chain.
+
+    Parameters
+    ----------
+    X_rows : array of shape (n_rows, D)
+    samples : dict of arrays of shape (R, C, S, ...)
+        Constrained draws of R runs (one per starting configuration) of C chains.
+    configurations : array of shape (M, n_rows, K)
+        Allocation probabilities of the configurations.
+
+    Returns
+    -------
+    draw_mode (R, C, S), draw_perm (R, C, S, K), chain_mode (R, C), outside (R, C)
+    """
+    r, c, s = samples["weights"].shape[:3]
+    flat = {name: a.reshape((r * c * s,) + a.shape[3:]) for name, a in samples.items()}
+    P = allocation(X_rows, flat, covariance_type)
+    dist, perm = configuration_distance(P, configurations)
+    nearest = np.argmin(dist, axis=1)
+    draw_mode = nearest.reshape(r, c, s)
+    draw_perm = perm[np.arange(len(nearest)), nearest].reshape(r, c, s, -1)
+    m = configurations.shape[0]
+    counts = np.stack([(draw_mode == j).sum(-1) for j in range(m)], axis=-1)  # (R, C, M)
+    chain_mode = np.argmax(counts, axis=-1)
+    chain_dist = dist.min(1).reshape(r, c, s).mean(-1)
+    return draw_mode, draw_perm, chain_mode, chain_dist > OUTSIDE_DISTANCE
+
+
+def _fit_t(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = z.mean(0)
+    cov = np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
+    # A ridge keeps the proposal proper when a coordinate barely moved.
+    cov = cov + 1e-8 * np.eye(z.shape[1]) * max(1.0, float(np.trace(cov)) / z.shape[1])
+    return mean, np.linalg.cholesky(cov)
+
+
+def _t_logpdf(z: np.ndarray, mean: np.ndarray, chol: np.ndarray, dof: float) -> np.ndarray:
+    from scipy.special import gammaln
+
+    p = z.shape[1]
+    sol = np.linalg.solve(chol, (z - mean).T)
+    maha = np.sum(sol**2, axis=0)
+    log_det = np.sum(np.log(np.diag(chol)))
+    return (
+        gammaln(0.5 * (dof + p))
+        - gammaln(0.5 * dof)
+        - 0.5 * p * np.log(dof * np.pi)
+        - log_det
+        - 0.5 * (dof + p) * np.log1p(maha / dof)
+    )
+
+
+def importance_masses(
+    rng: np.random.Generator,
+    mode_draws: dict[int, dict],
+    *,
+    unconstrain,
+    constrain,
+    log_density,
+    X_rows,
+    configurations: np.ndarray,
+    covariance_type: str,
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Posterior mass of each occupied mode by importance sampling.
+
+    Parameters
+    ----------
+    rng : numpy Generator
+    mode_draws : dict mode -> constrained draws (N, ...) in that mode's label order
+    unconstrain : callable (dict of (N_FIT, ...) arrays) -> (N_FIT, dim) unconstrained vectors
+    constrain : callable ((N_IMPORTANCE, dim)) -> dict of constrained draws
+    log_density : callable ((N_IMPORTANCE, dim)) -> (N_IMPORTANCE,) log posterior density in
+        the unconstrained space (Jacobian included), up to a constant
+    X_rows, configurations, covariance_type : as in :func:`classify`
+
+    Returns
+    -------
+    masses : dict mode -> mass (they sum to at most 1; importance samples that land in no
+        occupied mode make up the rest)
+    ess : dict mode -> Kish effective sample size of the weights of the samples in that mode
+    """
+    modes = sorted(mode_draws)
+    proposals = {}
+    for m in modes:
+        draws = mode_draws[m]
+        n = draws["weights"].shape[0]
+        idx = rng.choice(n, size=N_FIT, replace=n < N_FIT)
+        z = np.asarray(unconstrain({k: a[idx] for k, a in draws.items()}), np.float64)
+        proposals[m] = _fit_t(z)
+    z_all, log_p, cls = [], [], []
+    dim = next(iter(proposals.values()))[0].shape[0]
+    for m in modes:
+        mean, chol = proposals[m]
+        g = rng.standard_normal((N_IMPORTANCE, dim))
+        u = rng.chisquare(T_DOF, size=(N_IMPORTANCE, 1))
+        z = mean + (g @ chol.T) * np.sqrt(T_DOF / u)
+        lp = np.asarray(log_density(z), np.float64)
+        P = allocation(X_rows, constrain(z), covariance_type)
+        dist, _ = configuration_distance(P, configurations)
+        z_all.append(z)
+        log_p.append(lp)
+        cls.append(np.argmin(dist, axis=1))
+    z_all = np.concatenate(z_all)
+    log_p = np.concatenate(log_p)
+    cls = np.concatenate(cls)
+    # Deterministic-mixture weights: every sample is weighed against the equal-weight mixture
+    # of all proposals.
+    log_q = np.stack([_t_logpdf(z_all, *proposals[m], T_DOF) for m in modes]).T
+    log_q = np.logaddexp.reduce(log_q, axis=1) - np.log(len(modes))
+    log_w = np.where(np.isfinite(log_p), log_p - log_q, -np.inf)
+    w = np.exp(log_w - np.max(log_w))
+    total = w.sum()
+    masses, ess = {}, {}
+    for m in modes:
+        wm = w[cls == m]
+        masses[m] = float(wm.sum() / total)
+        ess[m] = float(wm.sum() ** 2 / np.sum(wm**2)) if wm.size and wm.sum() > 0 else 0.0
+    return masses, ess
+
+
+def compose(
+    rng: np.random.Generator,
+    chain_mode: np.ndarray,
+    masses: dict[int, float],
+    num_chains: int,
+    num_samples: int,
+) -> np.ndarray:
+    """Which (run, chain, draw) fills each output (chain, draw).
+
+    Every output chain holds ``round(mass_m * num_samples)`` draws of mode ``m`` (largest
+    remainders, so the counts add up), at draw indices chosen at random; a draw at index ``t``
+    is draw ``t`` of one of the mode's chains (output chain ``c`` takes the mode's chain
+    ``c mod n_m``), so each piece keeps its place in its own chain.
+
+    Returns
+    -------
+    ndarray of int, shape (num_chains, num_samples, 3): (run, chain, draw) indices.
+    """
+    modes = [m for m in sorted(masses) if masses[m] > 0]
+    mass = np.array([masses[m] for m in modes])
+    mass = mass / mass.sum()
+    raw = mass * num_samples
+    counts = np.floor(raw).astype(int)
+    short = num_samples - counts.sum()
+    counts[np.argsort(-(raw - counts))[:short]] += 1
+    members = {m: np.argwhere(chain_mode == m) for m in modes}  # (n_m, 2): (run, chain)
+    out = np.empty((num_chains, num_samples, 3), dtype=np.intp)
+    for c in range(num_chains):
+        labels = np.repeat(np.arange(len(modes)), counts)
+        rng.shuffle(labels)
+        for j, m in enumerate(modes):
+            t = np.flatnonzero(labels == j)
+            run, chain = members[m][c % len(members[m])]
+            out[c, t, 0], out[c, t, 1], out[c, t, 2] = run, chain, t
+    return out
+
+
+def permute_draws(samples: dict, perm: np.ndarray, covariance_type: str) -> dict:
+    """Draws (N, ...) with labels permuted (``perm`` (N, K)); see ``relabel.apply_permutation``."""
+    return apply_permutation(samples, perm, covariance_type)
