@@ -23,8 +23,7 @@ Numbers here are NumPy; the log posterior density and the transforms come as cal
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+import jax
 import numpy as np
 
 from .relabel import (
@@ -34,7 +33,14 @@ from .relabel import (
     log_component_densities,
 )
 
-__all__ = ["ModeReport", "classify", "compose", "importance_masses"]
+__all__ = [
+    "classify",
+    "compose",
+    "importance_masses",
+    "mode_masses",
+    "report",
+    "total_log_likelihood",
+]
 
 # Draws per chunk when computing allocation probabilities (memory O(chunk x rows x K)).
 CHUNK_DRAWS = 2000
@@ -46,17 +52,12 @@ N_FIT = 1000
 # A chain is said to have left every configuration when its draws are on average this far
 # (nats per row of allocation divergence) from the nearest one.
 OUTSIDE_DISTANCE = 0.5
-
-
-class ModeReport(NamedTuple):
-    """What is known about the posterior's modes."""
-
-    masses: np.ndarray  # (M,) estimated mass of each configuration (0 where no chain stays)
-    ess: np.ndarray  # (M,) importance-sampling effective sample size per mode (nan: not run)
-    chain_mode: np.ndarray  # (R, C) configuration each chain of each run ends up in
-    outside: np.ndarray  # (R, C) bool: the chain's draws are far from every configuration
-    draw_mode: np.ndarray  # (R, C, S) configuration of each draw
-    draw_perm: np.ndarray  # (R, C, S, K) labels of each draw in its configuration's order
+# A mode with less estimated mass is not reported as a separate mode in the warning.
+MIN_MODE_MASS = 0.01
+# Chains of one mode disagree when the R-hat of their total log-likelihood exceeds this.
+RHAT_DISAGREE = 1.05
+# Importance-sampling effective sample size below which a mode's mass is "not established".
+MIN_IS_ESS = 30.0
 
 
 def allocation(X_rows, samples: dict, covariance_type: str) -> np.ndarray:
@@ -233,6 +234,136 @@ def compose(
     return out
 
 
-def permute_draws(samples: dict, perm: np.ndarray, covariance_type: str) -> dict:
-    """Draws (N, ...) with labels permuted (``perm`` (N, K)); see ``relabel.apply_permutation``."""
-    return apply_permutation(samples, perm, covariance_type)
+def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def total_log_likelihood(X, w, samples: dict, ct: str) -> np.ndarray:
+    """``sum_i w_i log p(x_i | draw)`` for draws (R, C, S, ...), in chunks of draws."""
+    lead = samples["weights"].shape[:-1]
+    flat = {name: a.reshape((-1,) + a.shape[len(lead) :]) for name, a in samples.items()}
+    s = flat["weights"].shape[0]
+    chunk = max(1, 2_000_000 // max(1, X.shape[0] * flat["weights"].shape[1]))
+    out = np.empty(s)
+    for i in range(0, s, chunk):
+        part = {name: a[i : i + chunk] for name, a in flat.items()}
+        lcd = log_component_densities(X, part["weights"], part["means"], part["covariances"], ct)
+        out[i : i + chunk] = logsumexp(lcd, -1) @ w
+    return out.reshape(lead)
+
+
+def describe(ref: dict) -> str:
+    w = np.asarray(ref["weights"])
+    mu = np.asarray(ref["means"])
+    order = np.argsort(mu[:, 0])
+    ws = ", ".join(f"{x:.3g}" for x in w[order])
+    ms = ", ".join("[" + ", ".join(f"{x:.4g}" for x in mu[i]) + "]" for i in order)
+    return f"weights ({ws}), means ({ms})"
+
+
+def report(references, occupied, masses, is_ess, chain_mode, outside, draw_mode, loglik_all):
+    """The warning text (empty when there is nothing to warn about) and a one-line summary."""
+    from arviz_stats.base import array_stats
+
+    lines = []
+    heavy = [m for m in occupied if masses[m] >= MIN_MODE_MASS]
+    summary = "; ".join(
+        f"mode {m}: mass {masses[m]:.3f}, {describe(references[m])}" for m in occupied
+    )
+    if len(heavy) > 1:
+        lines.append(
+            f"The posterior has {len(heavy)} separated modes (configurations that are not label "
+            f"permutations of one another): {summary}. The returned chains hold each mode in "
+            "proportion to its estimated mass (sample_stats.mode says which mode each draw is "
+            "in), so per-component summaries mix components that differ between modes."
+        )
+    uncertain = [m for m in occupied if len(occupied) > 1 and is_ess.get(m, np.inf) < MIN_IS_ESS]
+    if uncertain:
+        lines.append(
+            f"The masses of modes {uncertain} could not be established (importance-sampling "
+            f"effective sample sizes {[round(is_ess[m], 1) for m in uncertain]})."
+        )
+    disagree = False
+    for m in occupied:
+        members = np.argwhere(chain_mode == m)
+        if len(members) < 2:
+            continue
+        ll = loglik_all[members[:, 0], members[:, 1]]
+        rhat = float(array_stats.rhat(ll, chain_axis=0, draw_axis=1))
+        if not rhat <= RHAT_DISAGREE:
+            disagree = True
+            lines.append(
+                f"The chains in mode {m} disagree beyond a label permutation (R-hat of the total "
+                f"log-likelihood {rhat:.3f}): the mode and its mass are not established."
+            )
+    if np.any(outside):
+        lines.append(
+            f"{int(outside.sum())} chain(s) left every reference configuration (their draws "
+            "allocate the data unlike any EM optimum): the posterior's mass lies elsewhere than "
+            "the EM fits suggest; the labels of such draws are matched to the nearest one."
+        )
+    moved = int(np.sum(chain_mode != np.arange(len(references))[:, None]))
+    if lines and moved:
+        lines.append(
+            f"{moved} chain(s) started at one EM optimum and settled in another "
+            "(sample_stats.mode is each draw's configuration)."
+        )
+    if lines and len(heavy) < 2:
+        lines.insert(0, f"Modes found: {summary}.")
+    message = " ".join(lines) if (len(heavy) > 1 or uncertain or disagree or outside.any()) else ""
+    n_modes = len(heavy)
+    return {"message": message, "summary": summary, "n_modes": n_modes}
+
+
+def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, configurations, ct):
+    """Importance-sampling masses of the occupied modes, with the model's transforms.
+
+    ``tf`` holds the compiled transforms of :mod:`bayesgmm.nuts` (``unconstrain_batch``,
+    ``constrain``, ``log_density_batch``), ``args`` their data arguments and ``z_ref`` one
+    unconstrained draw (its sites' shapes); ``classes`` is ``classify``'s first three outputs.
+    """
+    draw_mode, draw_perm, chain_mode = classes
+    names = sorted(z_ref)
+    shapes = {name: np.shape(z_ref[name]) for name in names}
+    sizes = [int(np.prod(shapes[name])) for name in names]
+    dtype = np.dtype(jax.tree.leaves(args)[0].dtype)
+
+    def flatten(z):
+        return np.concatenate(
+            [np.asarray(z[name], np.float64).reshape(len(z[name]), -1) for name in names], 1
+        )
+
+    def unflatten(v):
+        parts = np.split(v, np.cumsum(sizes)[:-1], axis=1)
+        return {
+            name: np.asarray(p.reshape((len(v),) + shapes[name]), dtype)
+            for name, p in zip(names, parts, strict=True)
+        }
+
+    def unconstrain(params):
+        cast = {name: np.asarray(a, dtype) for name, a in params.items()}
+        return flatten(tf.unconstrain_batch(cast, *args))
+
+    def constrain(v):
+        params, _ = tf.constrain(unflatten(v), *args, with_log_likelihood=False)
+        return {name: np.asarray(a, np.float64) for name, a in params.items()}
+
+    def log_density(v):
+        return np.asarray(tf.log_density_batch(unflatten(v), *args), np.float64)
+
+    mode_draws = {}
+    for m in occupied:
+        sel = (draw_mode == m) & (chain_mode[..., None] == m)
+        draws = {name: a[sel] for name, a in all_samples.items()}
+        mode_draws[m] = apply_permutation(draws, draw_perm[sel], ct)
+    return importance_masses(
+        rng,
+        mode_draws,
+        unconstrain=unconstrain,
+        constrain=constrain,
+        log_density=log_density,
+        X_rows=X_rows,
+        configurations=configurations,
+        covariance_type=ct,
+    )

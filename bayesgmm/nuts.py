@@ -36,8 +36,6 @@ mixture log-density at a few fixed points) are stored beside them, in ``posterio
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 import warnings
 from functools import lru_cache, partial
@@ -48,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import modes as _modes
+from ._progress import Progress, show_progress
 from .model import mixture_model
 from .numerics import float_dtype
 from .priors import PriorParams, cast_prior
@@ -80,16 +79,6 @@ CHUNK = 50
 JITTER = 1.0
 JITTER_UNCONSTRAINED = 0.1
 
-# With progress_bar=None a bar is shown on a terminal when a run has at least this many
-# chain-iterations.
-PROGRESS_MIN_ITERATIONS = 1000
-
-# A mode with less estimated mass is not reported as a separate mode in the warning.
-MIN_MODE_MASS = 0.01
-# Chains of one mode disagree when the R-hat of their total log-likelihood exceeds this.
-RHAT_DISAGREE = 1.05
-# Importance-sampling effective sample size below which a mode's mass is "not established".
-MIN_IS_ESS = 30.0
 # Quantiles of each feature at which the mixture log-density is recorded (fixed points).
 DENSITY_QUANTILES = (0.1, 0.5, 0.9)
 
@@ -291,43 +280,6 @@ def choose_chain_method(chain_method: str | None, num_chains: int) -> str:
     return chain_method
 
 
-def _show_progress(progress_bar: bool | None, num_chains: int, n_iter: int) -> bool:
-    if progress_bar is not None:
-        return bool(progress_bar)
-    if "CI" in os.environ or "PYTEST_XDIST_WORKER" in os.environ:
-        return False
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    return tty and num_chains * n_iter >= PROGRESS_MIN_ITERATIONS
-
-
-class _Progress:
-    """A tqdm bar updated between compiled chunks (or nothing when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, num_warmup: int):
-        self.bar = None
-        self.num_warmup = num_warmup
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="compiling", unit="it", file=sys.stderr)
-
-    def update(self, done_in_chain: int, n: int, divergences: int, chain: int | None) -> None:
-        if self.bar is None:
-            return
-        phase = "warmup" if done_in_chain <= self.num_warmup else "sample"
-        prefix = "" if chain is None else f"chain {chain} "
-        self.bar.set_description(f"{prefix}{phase}", refresh=False)
-        self.bar.set_postfix(divergences=divergences, refresh=False)
-        self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _index(a, i):
     return a[i]
 
@@ -422,7 +374,7 @@ def sample_posterior(
     )
     n_runs, n_iter = len(references), s.num_warmup + s.num_samples
     total = n_runs * s.num_chains * n_iter
-    progress = _Progress(_show_progress(s.progress_bar, 1, total), total, s.num_warmup)
+    progress = Progress(show_progress(s.progress_bar, 1, total), total, s.num_warmup)
     runs, z_ref = [], None
     try:
         t_sample = time.perf_counter()
@@ -469,12 +421,12 @@ def sample_posterior(
     draw_mode, draw_perm, chain_mode, outside = _modes.classify(
         X_rows, all_samples, configurations, ct
     )
-    loglik_all = _total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
+    loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
     occupied = sorted({int(m) for m in chain_mode.ravel()})
     rng = np.random.default_rng(_numpy_seed(key_modes))
     masses, is_ess = {occupied[0]: 1.0}, {}
     if len(occupied) > 1:
-        masses, is_ess = _mode_masses(
+        masses, is_ess = _modes.mode_masses(
             rng, tf, args, z_ref, all_samples, (draw_mode, draw_perm, chain_mode), occupied,
             X_rows, configurations, ct,
         )  # fmt: skip
@@ -504,7 +456,7 @@ def sample_posterior(
     shape = (s.num_chains, s.num_samples)
     flat = {name: a.reshape((-1,) + a.shape[2:]) for name, a in samples.items()}
     start = occupied[int(np.argmax([masses[m] for m in occupied]))]
-    start = 0 if 0 in occupied and masses[0] >= MIN_MODE_MASS else start
+    start = 0 if 0 in occupied and masses[0] >= _modes.MIN_MODE_MASS else start
     P = _modes.allocation(X_rows, flat, ct)
     perm, _ = stephens_relabel(P, configurations[start])
     relabeled = np.any(perm != np.arange(k), axis=1)
@@ -517,10 +469,10 @@ def sample_posterior(
     )
     invariant = {
         "log_likelihood_total": loglik_all[pick],
-        "log_density_at": _logsumexp(log_dens, -1).reshape(shape + (len(points),)),
+        "log_density_at": _modes.logsumexp(log_dens, -1).reshape(shape + (len(points),)),
     }
 
-    report = _report(
+    report = _modes.report(
         references, occupied, masses, is_ess, chain_mode, outside, draw_mode, loglik_all
     )
     if report["message"]:
@@ -576,136 +528,6 @@ def _numpy_seed(key) -> np.ndarray:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return np.asarray(key, np.uint32).ravel()
-
-
-def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
-
-
-def _total_log_likelihood(X, w, samples: dict, ct: str) -> np.ndarray:
-    """``sum_i w_i log p(x_i | draw)`` for draws (R, C, S, ...), in chunks of draws."""
-    lead = samples["weights"].shape[:-1]
-    flat = {name: a.reshape((-1,) + a.shape[len(lead) :]) for name, a in samples.items()}
-    s = flat["weights"].shape[0]
-    chunk = max(1, 2_000_000 // max(1, X.shape[0] * flat["weights"].shape[1]))
-    out = np.empty(s)
-    for i in range(0, s, chunk):
-        part = {name: a[i : i + chunk] for name, a in flat.items()}
-        lcd = log_component_densities(X, part["weights"], part["means"], part["covariances"], ct)
-        out[i : i + chunk] = _logsumexp(lcd, -1) @ w
-    return out.reshape(lead)
-
-
-def _mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, configurations, ct):
-    """Importance-sampling masses of the occupied modes (see :mod:`bayesgmm.modes`)."""
-    draw_mode, draw_perm, chain_mode = classes
-    names = sorted(z_ref)
-    shapes = {name: np.shape(z_ref[name]) for name in names}
-    sizes = [int(np.prod(shapes[name])) for name in names]
-    dtype = float_dtype()
-
-    def flatten(z):
-        return np.concatenate(
-            [np.asarray(z[name], np.float64).reshape(len(z[name]), -1) for name in names], 1
-        )
-
-    def unflatten(v):
-        parts = np.split(v, np.cumsum(sizes)[:-1], axis=1)
-        return {
-            name: jnp.asarray(p.reshape((len(v),) + shapes[name]), dtype)
-            for name, p in zip(names, parts, strict=True)
-        }
-
-    def unconstrain(params):
-        cast = {name: jnp.asarray(a, dtype) for name, a in params.items()}
-        return flatten(tf.unconstrain_batch(cast, *args))
-
-    def constrain(v):
-        params, _ = tf.constrain(unflatten(v), *args, with_log_likelihood=False)
-        return {name: np.asarray(a, np.float64) for name, a in params.items()}
-
-    def log_density(v):
-        return np.asarray(tf.log_density_batch(unflatten(v), *args), np.float64)
-
-    mode_draws = {}
-    for m in occupied:
-        sel = (draw_mode == m) & (chain_mode[..., None] == m)
-        draws = {name: a[sel] for name, a in all_samples.items()}
-        mode_draws[m] = apply_permutation(draws, draw_perm[sel], ct)
-    return _modes.importance_masses(
-        rng,
-        mode_draws,
-        unconstrain=unconstrain,
-        constrain=constrain,
-        log_density=log_density,
-        X_rows=X_rows,
-        configurations=configurations,
-        covariance_type=ct,
-    )
-
-
-def _describe(ref: dict) -> str:
-    w = np.asarray(ref["weights"])
-    mu = np.asarray(ref["means"])
-    order = np.argsort(mu[:, 0])
-    ws = ", ".join(f"{x:.3g}" for x in w[order])
-    ms = ", ".join("[" + ", ".join(f"{x:.4g}" for x in mu[i]) + "]" for i in order)
-    return f"weights ({ws}), means ({ms})"
-
-
-def _report(references, occupied, masses, is_ess, chain_mode, outside, draw_mode, loglik_all):
-    """The warning text (empty when there is nothing to warn about) and a one-line summary."""
-    from arviz_stats.base import array_stats
-
-    lines = []
-    heavy = [m for m in occupied if masses[m] >= MIN_MODE_MASS]
-    summary = "; ".join(
-        f"mode {m}: mass {masses[m]:.3f}, {_describe(references[m])}" for m in occupied
-    )
-    if len(heavy) > 1:
-        lines.append(
-            f"The posterior has {len(heavy)} separated modes (configurations that are not label "
-            f"permutations of one another): {summary}. The returned chains hold each mode in "
-            "proportion to its estimated mass (sample_stats.mode says which mode each draw is "
-            "in), so per-component summaries mix components that differ between modes."
-        )
-    uncertain = [m for m in occupied if len(occupied) > 1 and is_ess.get(m, np.inf) < MIN_IS_ESS]
-    if uncertain:
-        lines.append(
-            f"The masses of modes {uncertain} could not be established (importance-sampling "
-            f"effective sample sizes {[round(is_ess[m], 1) for m in uncertain]})."
-        )
-    disagree = False
-    for m in occupied:
-        members = np.argwhere(chain_mode == m)
-        if len(members) < 2:
-            continue
-        ll = loglik_all[members[:, 0], members[:, 1]]
-        rhat = float(array_stats.rhat(ll, chain_axis=0, draw_axis=1))
-        if not rhat <= RHAT_DISAGREE:
-            disagree = True
-            lines.append(
-                f"The chains in mode {m} disagree beyond a label permutation (R-hat of the total "
-                f"log-likelihood {rhat:.3f}): the mode and its mass are not established."
-            )
-    if np.any(outside):
-        lines.append(
-            f"{int(outside.sum())} chain(s) left every reference configuration (their draws "
-            "allocate the data unlike any EM optimum): the posterior's mass lies elsewhere than "
-            "the EM fits suggest; the labels of such draws are matched to the nearest one."
-        )
-    moved = int(np.sum(chain_mode != np.arange(len(references))[:, None]))
-    if lines and moved:
-        lines.append(
-            f"{moved} chain(s) started at one EM optimum and settled in another "
-            "(sample_stats.mode is each draw's configuration)."
-        )
-    if lines and len(heavy) < 2:
-        lines.insert(0, f"Modes found: {summary}.")
-    message = " ".join(lines) if (len(heavy) > 1 or uncertain or disagree or outside.any()) else ""
-    n_modes = len(heavy)
-    return {"message": message, "summary": summary, "n_modes": n_modes}
 
 
 def _version(name: str) -> str:
