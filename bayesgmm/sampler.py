@@ -31,7 +31,7 @@ from .relabel import (
 )
 from .stats import choose_block_size
 
-__all__ = ["find_references", "sample_posterior"]
+__all__ = ["find_references", "reference_prior", "sample_posterior"]
 
 # Restarts of the reference EM (one vmapped program), from random data points: different starts
 # end in the posterior's separated modes where k-means starts would agree.
@@ -54,6 +54,11 @@ _NEED_PRIOR = (
     'sample. Declare the mixture with a prior, e.g. Mixture({k}, "{ct}", prior="default") or '
     'Mixture({k}, "{ct}", prior=bayesgmm.Prior(...)).'
 )
+
+
+def reference_prior(prior: PriorParams) -> PriorParams:
+    """The prior of the reference EM fits: weight concentration at least 1 + a margin."""
+    return prior._replace(alpha=np.maximum(prior.alpha, 1.0 + REFERENCE_ALPHA_MARGIN))
 
 
 def find_references(
@@ -86,8 +91,7 @@ def find_references(
     n, d = X.shape
     k, ct = n_components, covariance_type
     dtype = np.dtype(float_dtype())
-    ref_prior = prior._replace(alpha=np.maximum(prior.alpha, 1.0 + REFERENCE_ALPHA_MARGIN))
-    prior_batch = jax.tree.map(lambda a: np.asarray(a, dtype)[None], ref_prior)
+    prior_batch = jax.tree.map(lambda a: np.asarray(a, dtype)[None], reference_prior(prior))
     out = em.fit(
         np.asarray(X.T, dtype),
         np.asarray(w, dtype),
