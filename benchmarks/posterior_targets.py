@@ -7,7 +7,7 @@ log-likelihood, mixture log-density at three fixed points), whether
 ``MultimodalPosteriorWarning`` was raised, and the estimated mode masses. The target: R-hat <=
 1.01 and ESS >= 400, or the warning with the masses.
 
-    python benchmarks/posterior_targets.py [case ...]      # cases: see CASES; all by default
+    python benchmarks/posterior_targets.py [--keys 0,1,2] [case ...]   # cases: see CASES
 
 One line of JSON per run is appended to ``benchmarks/posterior_targets.jsonl`` and a table is
 printed at the end.
@@ -90,11 +90,15 @@ def run(case: str, key: int) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    keys = (0, 1, 2)
+    if argv[:1] == ["--keys"]:
+        keys = tuple(int(k) for k in argv[1].split(","))
+        argv = argv[2:]
     cases = argv or list(CASES)
     path = Path(__file__).with_name("posterior_targets.jsonl")
     rows = []
     for case in cases:
-        for key in (0, 1, 2):
+        for key in keys:
             row = run(case, key)
             rows.append(row)
             with path.open("a") as f:

@@ -245,18 +245,22 @@ def test_unimodal_posterior_matches_gibbs_without_warning():
 
 
 def test_empty_component_gets_a_valid_start():
-    """A component far from every row has no data under the MAP. With a flat Dirichlet its MAP
-    weight is exactly 0; the reference prior keeps it tiny but positive and the chains start
-    from that estimate."""
+    """A component far from every row gets no data in the E-step. With a flat Dirichlet (the
+    default) its MAP weight (n_k + alpha - 1) / (n + K (alpha - 1)) is exactly 0 and EM fails;
+    the reference prior keeps it tiny but positive, with a valid estimate, and the chains start
+    from it."""
     x = bg.datasets.load_galaxies()[:, None] / 1000.0
     empty = {"weights": [0.5, 0.5], "means": [[20.0], [400.0]], "covariances": [20.0, 20.0]}
+    with pytest.raises(ValueError, match="singular"):
+        bg.Mixture(2, "spherical", prior="default").fit_em(x, init_params=empty, max_iter=1)
     prior = bg.Mixture(2, "spherical", prior="default").resolve_prior(x)
     ref = reference_prior(prior)
-    assert float(ref.alpha) > 1.0
+    assert 1.0 < float(ref.alpha) < 1.01
     explicit = bg.Prior(weight_concentration=float(ref.alpha))
-    res = bg.Mixture(2, "spherical", prior=explicit).fit_em(x, init_params=empty)
+    res = bg.Mixture(2, "spherical", prior=explicit).fit_em(x, init_params=empty, max_iter=1)
     w = np.asarray(res.weights)
     assert np.all(np.isfinite(np.asarray(res.covariances)))
+    assert np.all(np.asarray(res.covariances) > 0)
     assert 0.0 < w.min() < 1e-3
     post, _ = _sample(x[:, 0], init=res, num_samples=60)
     for name in ("weights", "means", "covariances"):
