@@ -231,9 +231,22 @@ class Mixture:
 
         The sampler runs NumPyro's NUTS on the model that :meth:`model` declares (the component
         assignments are marginalised), so it needs a proper prior: ``prior="default"`` or a
-        :class:`Prior`. Chains start near a MAP-EM fit (``init``), each from its own jittered
-        point, and every draw is relabelled to that fit's component order, which removes label
-        switching between and within chains.
+        :class:`Prior`. The prior is resolved from ``X`` as :meth:`fit_em` resolves it.
+
+        Modes. A mixture posterior can have separated modes that are not label permutations of
+        one another. Many cheap MAP-EM restarts (vmapped, from random data points) find the
+        distinct optima within a few nats of the best; ``num_chains`` chains start from each
+        (and from ``init`` when given). Each draw is assigned to the configuration whose
+        allocation probabilities are nearest; when chains occupy more than one, the modes'
+        masses are estimated by importance sampling and the returned chains hold each mode in
+        proportion to its mass. A :class:`bayesgmm.MultimodalPosteriorWarning` names the modes
+        and their masses, and is also raised when the masses cannot be established, when the
+        chains of one mode disagree beyond a label permutation, or when chains leave every EM
+        configuration.
+
+        Labels. The draws are relabelled by Stephens' (2000) Kullback-Leibler algorithm on the
+        allocation probabilities, started from the best EM optimum so that labels follow its
+        order; permutation-invariant quantities are stored beside them.
 
         Parameters
         ----------
@@ -245,9 +258,11 @@ class Mixture:
         num_samples : int, default=1000
             Draws kept per chain.
         init : FitResult, dict or None, default=None
-            The reference fit: a :class:`FitResult` of this mixture, or a dict with ``weights``,
-            ``means`` and ``covariances``. ``None`` runs a MAP-EM fit with the same prior (a few
-            restarts; with ``weight_concentration < 1`` the reference fit uses 1).
+            A reference fit to start chains from (first, before the EM optima): a
+            :class:`FitResult` of this mixture, or a dict with ``weights``, ``means`` and
+            ``covariances``. The internal EM restarts use the same prior with a weight
+            concentration of at least 1.001 (so that a component holding no data keeps a tiny
+            positive weight).
         sample_weight : array of shape (n_samples,), optional
             Per-row weights of the log-likelihood, as in :meth:`fit_em`.
         progress_bar : bool or None, default=None
@@ -276,7 +291,13 @@ class Mixture:
             - ``sample_stats``: ``lp``, ``energy``, ``acceptance_rate``, ``step_size``,
               ``n_steps``, ``tree_depth``, ``reached_max_tree_depth``, ``diverging`` and
               ``relabeled`` (whether the draw's components were permuted to the reference order;
-              the fraction is in ``sample_stats.attrs["relabeled_fraction"]``).
+              the fraction is in ``sample_stats.attrs["relabeled_fraction"]``) and ``mode``
+              (the EM configuration each draw is in; ``posterior.attrs`` hold ``mode_masses``,
+              ``mode_summary``, ``n_modes``, ``multimodal`` (0 or 1) and ``chains_outside``).
+            - ``posterior_invariant``: ``log_likelihood_total`` (chain, draw), the weighted total
+              log-likelihood, and ``log_density_at`` (chain, draw, point), the mixture
+              log-density at the 10%, 50% and 90% quantiles of each feature
+              (``attrs["density_points"]``): their R-hat and ESS do not depend on labels.
             - ``log_likelihood``: ``obs`` (chain, draw, obs_id), the log-density of each row
               (not multiplied by ``sample_weight``), for ``arviz.loo`` and ``arviz.compare``.
             - ``observed_data``: ``obs`` (obs_id, feature); ``constant_data``: ``sample_weight``

@@ -421,7 +421,10 @@ def sample_posterior(
     draw_mode, draw_perm, chain_mode, outside = _modes.classify(
         X_rows, all_samples, configurations, ct
     )
-    loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
+    if ll is not None:  # the compiled pointwise log-likelihood, when it was computed anyway
+        loglik_all = (np.asarray(ll, np.float64) @ w).reshape(r_c_s)
+    else:
+        loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
     occupied = sorted({int(m) for m in chain_mode.ravel()})
     rng = np.random.default_rng(_numpy_seed(key_modes))
     masses, is_ess = {occupied[0]: 1.0}, {}
