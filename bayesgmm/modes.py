@@ -52,6 +52,9 @@ N_FIT = 1000
 # A chain is said to have left every configuration when its draws are on average this far
 # (nats per row of allocation divergence) from the nearest one.
 OUTSIDE_DISTANCE = 0.5
+# A chain that spends more than this fraction of its draws near a second configuration joins
+# the two into one mode (they are not separated: the chain moves between them).
+MERGE_FRACTION = 0.05
 # A mode with less estimated mass is not reported as a separate mode in the warning.
 MIN_MODE_MASS = 0.01
 # Chains of one mode disagree when the R-hat of their total log-likelihood exceeds this.
@@ -89,20 +92,49 @@ def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type:
 
     Returns
     -------
-    draw_mode (R, C, S), draw_perm (R, C, S, K), chain_mode (R, C), outside (R, C)
+    draw_mode (R, C, S), draw_perm (R, C, S, K), chain_mode (R, C), outside (R, C), roots (M,)
+        Configurations that chains move between are merged into one mode (``roots`` maps a
+        configuration to its mode, the lowest index); ``draw_perm`` aligns each draw's labels
+        with its mode's configuration.
     """
     r, c, s = samples["weights"].shape[:3]
     flat = {name: a.reshape((r * c * s,) + a.shape[3:]) for name, a in samples.items()}
     P = allocation(X_rows, flat, covariance_type)
     dist, perm = configuration_distance(P, configurations)
     nearest = np.argmin(dist, axis=1)
-    draw_mode = nearest.reshape(r, c, s)
-    draw_perm = perm[np.arange(len(nearest)), nearest].reshape(r, c, s, -1)
     m = configurations.shape[0]
+    counts = np.stack([(nearest.reshape(r, c, s) == j).sum(-1) for j in range(m)], -1)
+    roots = _merge_visited(counts, s)
+    draw_mode = roots[nearest]
+    draw_perm = perm[np.arange(len(nearest)), draw_mode].reshape(r, c, s, -1)
+    draw_mode = draw_mode.reshape(r, c, s)
     counts = np.stack([(draw_mode == j).sum(-1) for j in range(m)], axis=-1)  # (R, C, M)
     chain_mode = np.argmax(counts, axis=-1)
     chain_dist = dist.min(1).reshape(r, c, s).mean(-1)
-    return draw_mode, draw_perm, chain_mode, chain_dist > OUTSIDE_DISTANCE
+    return draw_mode, draw_perm, chain_mode, chain_dist > OUTSIDE_DISTANCE, roots
+
+
+def _merge_visited(counts: np.ndarray, n_draws: int) -> np.ndarray:
+    """Configurations that one chain moves between are one mode: ``roots[j]`` is j's mode.
+
+    ``counts`` (R, C, M) holds how many draws of each chain are nearest each configuration; a
+    chain that spends more than ``MERGE_FRACTION`` of its draws near a configuration other than
+    its main one joins the two (union-find, the lower index is the root).
+    """
+    m = counts.shape[-1]
+    parent = np.arange(m)
+
+    def find(a):
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    for row in counts.reshape(-1, m):
+        main = int(np.argmax(row))
+        for j in np.flatnonzero(row > MERGE_FRACTION * n_draws):
+            a, b = find(main), find(int(j))
+            parent[max(a, b)] = min(a, b)
+    return np.array([find(j) for j in range(m)])
 
 
 def _fit_t(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +170,7 @@ def importance_masses(
     log_density,
     X_rows,
     configurations: np.ndarray,
+    roots: np.ndarray,
     covariance_type: str,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Posterior mass of each occupied mode by importance sampling.
@@ -151,6 +184,8 @@ def importance_masses(
     log_density : callable ((N_IMPORTANCE, dim)) -> (N_IMPORTANCE,) log posterior density in
         the unconstrained space (Jacobian included), up to a constant
     X_rows, configurations, covariance_type : as in :func:`classify`
+    roots : array of int, shape (M,)
+        The mode of each configuration (:func:`classify`).
 
     Returns
     -------
@@ -178,7 +213,7 @@ def importance_masses(
         dist, _ = configuration_distance(P, configurations)
         z_all.append(z)
         log_p.append(lp)
-        cls.append(np.argmin(dist, axis=1))
+        cls.append(roots[np.argmin(dist, axis=1)])
     z_all = np.concatenate(z_all)
     log_p = np.concatenate(log_p)
     cls = np.concatenate(cls)
@@ -321,9 +356,9 @@ def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, co
 
     ``tf`` holds the compiled transforms of :mod:`bayesgmm.nuts` (``unconstrain_batch``,
     ``constrain``, ``log_density_batch``), ``args`` their data arguments and ``z_ref`` one
-    unconstrained draw (its sites' shapes); ``classes`` is ``classify``'s first three outputs.
+    unconstrained draw (its sites' shapes); ``classes`` is ``classify``'s outputs but ``outside``.
     """
-    draw_mode, draw_perm, chain_mode = classes
+    draw_mode, draw_perm, chain_mode, roots = classes
     names = sorted(z_ref)
     shapes = {name: np.shape(z_ref[name]) for name in names}
     sizes = [int(np.prod(shapes[name])) for name in names]
@@ -365,5 +400,6 @@ def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, co
         log_density=log_density,
         X_rows=X_rows,
         configurations=configurations,
+        roots=roots,
         covariance_type=ct,
     )

@@ -418,7 +418,7 @@ def sample_posterior(
             for ref in references
         ]
     )
-    draw_mode, draw_perm, chain_mode, outside = _modes.classify(
+    draw_mode, draw_perm, chain_mode, outside, roots = _modes.classify(
         X_rows, all_samples, configurations, ct
     )
     if ll is not None:  # the compiled pointwise log-likelihood, when it was computed anyway
@@ -430,7 +430,7 @@ def sample_posterior(
     masses, is_ess = {occupied[0]: 1.0}, {}
     if len(occupied) > 1:
         masses, is_ess = _modes.mode_masses(
-            rng, tf, args, z_ref, all_samples, (draw_mode, draw_perm, chain_mode), occupied,
+            rng, tf, args, z_ref, all_samples, (draw_mode, draw_perm, chain_mode, roots), occupied,
             X_rows, configurations, ct,
         )  # fmt: skip
     if single:
