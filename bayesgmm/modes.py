@@ -297,8 +297,15 @@ def describe(ref: dict) -> str:
     return f"weights ({ws}), means ({ms})"
 
 
-def report(references, occupied, masses, is_ess, chain_mode, outside, draw_mode, loglik_all):
-    """The warning text (empty when there is nothing to warn about) and a one-line summary."""
+def report(references, occupied, masses, is_ess, chain_mode, outside, loglik_all, num_chains):
+    """The warning text (empty when there is nothing to warn about) and a one-line summary.
+
+    It warns when more than one mode holds at least ``MIN_MODE_MASS``, when a mode's mass is not
+    established (importance-sampling ESS below ``MIN_IS_ESS``), when a mode is held by fewer than
+    ``num_chains`` chains (its draws then repeat across the returned chains), when the chains of
+    one mode disagree (R-hat of the total log-likelihood above ``RHAT_DISAGREE``) and when
+    chains leave every EM configuration.
+    """
     from arviz_stats.base import array_stats
 
     lines = []
@@ -318,6 +325,17 @@ def report(references, occupied, masses, is_ess, chain_mode, outside, draw_mode,
         lines.append(
             f"The masses of modes {uncertain} could not be established (importance-sampling "
             f"effective sample sizes {[round(is_ess[m], 1) for m in uncertain]})."
+        )
+    few = {
+        m: int(np.sum(chain_mode == m))
+        for m in heavy
+        if len(references) > 1 and np.sum(chain_mode == m) < num_chains
+    }
+    if few:
+        lines.append(
+            "Chains left modes "
+            + ", ".join(f"{m} (held by {j} of {num_chains} chains)" for m, j in few.items())
+            + ": their draws repeat across the returned chains and the masses are uncertain."
         )
     disagree = False
     for m in occupied:
@@ -346,7 +364,8 @@ def report(references, occupied, masses, is_ess, chain_mode, outside, draw_mode,
         )
     if lines and len(heavy) < 2:
         lines.insert(0, f"Modes found: {summary}.")
-    message = " ".join(lines) if (len(heavy) > 1 or uncertain or disagree or outside.any()) else ""
+    warn = len(heavy) > 1 or uncertain or few or disagree or outside.any()
+    message = " ".join(lines) if warn else ""
     n_modes = len(heavy)
     return {"message": message, "summary": summary, "n_modes": n_modes}
 

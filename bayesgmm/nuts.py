@@ -476,7 +476,7 @@ def sample_posterior(
     }
 
     report = _modes.report(
-        references, occupied, masses, is_ess, chain_mode, outside, draw_mode, loglik_all
+        references, occupied, masses, is_ess, chain_mode, outside, loglik_all, s.num_chains
     )
     if report["message"]:
         warnings.warn(report["message"], MultimodalPosteriorWarning, stacklevel=3)
