@@ -47,6 +47,7 @@ import numpy as np
 
 from . import modes as _modes
 from ._progress import Progress, show_progress
+from .exceptions import MultimodalPosteriorWarning
 from .model import mixture_model
 from .numerics import float_dtype
 from .priors import PriorParams, cast_prior
@@ -57,7 +58,6 @@ from .relabel import (
     row_subset,
     stephens_relabel,
 )
-from .warnings import MultimodalPosteriorWarning
 
 if TYPE_CHECKING:
     import xarray

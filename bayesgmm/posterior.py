@@ -211,7 +211,7 @@ def _mark_modes(table, ds) -> None:
     """Flag a multimodal posterior in ``table.attrs`` and say so (the warning's class)."""
     import warnings
 
-    from .warnings import MultimodalPosteriorWarning
+    from .exceptions import MultimodalPosteriorWarning
 
     multimodal = bool(int(ds.attrs.get("multimodal", 0)))
     table.attrs["multimodal"] = multimodal

@@ -19,10 +19,10 @@ import numpy as np
 
 from . import _validation as v
 from . import em
-from ._keys import as_key
+from .driver import key_on_host
 from .numerics import float_dtype
 from .nuts import Settings, choose_chain_method
-from .priors import PriorParams, resolve_prior
+from .priors import PriorParams
 from .relabel import (
     allocation_probabilities,
     configuration_distance,
@@ -92,22 +92,24 @@ def find_references(
     k, ct = n_components, covariance_type
     dtype = np.dtype(float_dtype())
     prior_batch = jax.tree.map(lambda a: np.asarray(a, dtype)[None], reference_prior(prior))
-    out = em.fit(
-        np.asarray(X.T, dtype),
-        np.asarray(w, dtype),
-        rng_key,
-        dtype.type(1e-8),
-        dtype.type(0.0),
-        prior_batch,
-        None,
-        np.array([k], np.int32),
+    settings = em.FitSettings(
+        rng_key=key_on_host(rng_key),
+        tol=dtype.type(1e-8),
+        reg_covar=dtype.type(0.0),
+        prior=prior_batch,
+        init_params=None,
+        n_active=np.array([k], np.int32),
+    )
+    static = em.FitStatic(
         n_components=k,
         covariance_type=ct,
         init=REFERENCE_INIT,
         max_iter=1000,
         n_init=N_RESTARTS,
         block_size=choose_block_size(n, k, d),
+        n_candidates=1,
     )
+    out = em.fit(np.asarray(X.T, dtype), np.asarray(w, dtype), settings, static)
     out = jax.device_get(out)
     ok = ~out.singular[0] & np.isfinite(out.objective[0])
     candidates = []
@@ -193,8 +195,9 @@ def sample_posterior(
             name: np.asarray(a, np.float64)
             for name, a in zip(("weights", "means", "covariances"), checked, strict=True)
         }
-    prior = resolve_prior(mixture.prior, Xa, w, k, ct)
-    key_ref, key_sampler = jax.random.split(as_key(rng_key))
+    # The prior as fit_em resolves it (data moments in the working precision).
+    prior = mixture.resolve_prior(Xa, w)
+    key_ref, key_sampler = jax.random.split(v.as_key(rng_key))
     references, _ = find_references(Xa, w, prior, k, ct, key_ref, init)
     settings = Settings(
         num_chains=num_chains,
