@@ -68,7 +68,7 @@ def _hessian(f, x, h=1e-4):
     return out
 
 
-def importance_fraction(x, in_region, n_per_proposal=10000, seed=0):
+def importance_fraction(x, in_region, n_per_proposal=5000, seed=0):
     """Posterior probability of ``in_region`` by importance sampling: multivariate-t proposals
     at every local optimum (from a grid of starts) and at its label swap."""
     h = _default_hyper(x)
@@ -82,7 +82,7 @@ def importance_fraction(x, in_region, n_per_proposal=10000, seed=0):
         for a in qs:
             for b in qs[qs > a]:
                 t0 = np.array([0.0, a, b, np.log(h["psi"]), np.log(h["psi"])])
-                r = optimize.minimize(f, t0, method="Nelder-Mead", options={"maxiter": 4000})
+                r = optimize.minimize(f, t0, method="Nelder-Mead", options={"maxiter": 2000})
                 r = optimize.minimize(f, r.x, method="BFGS")
                 if np.isfinite(r.fun) and not any(np.allclose(r.x, o, atol=1e-2) for o in optima):
                     optima.append(r.x)
