@@ -61,6 +61,26 @@ MIN_MODE_MASS = 0.01
 RHAT_DISAGREE = 1.05
 # Importance-sampling effective sample size below which a mode's mass is "not established".
 MIN_IS_ESS = 30.0
+# The returned chains disagree beyond a label permutation when, after relabelling, the largest
+# R-hat exceeds RHAT_TARGET while the smallest bulk ESS is below ESS_TARGET (Vehtari et al. 2021;
+# both together, so that a converged run's R-hat noise alone does not warn).
+RHAT_TARGET = 1.01
+ESS_TARGET = 400.0
+
+
+def convergence(arrays) -> tuple[float, float]:
+    """Largest rank-normalised R-hat and smallest bulk ESS over arrays of shape (C, S, ...)."""
+    from arviz_stats.base import array_stats
+
+    rhat, ess = [], []
+    for a in arrays:
+        a = np.asarray(a, np.float64)
+        x = np.moveaxis(a.reshape(a.shape[:2] + (-1,)), -1, 0)
+        x = x[np.ptp(x, axis=(1, 2)) > 0]  # constant entries (a tied covariance's zeros) skip
+        if x.size:
+            rhat.append(np.max(array_stats.rhat(x, chain_axis=1, draw_axis=2)))
+            ess.append(np.min(array_stats.ess(x, chain_axis=1, draw_axis=2, method="bulk")))
+    return (float(max(rhat)), float(min(ess))) if rhat else (1.0, np.inf)
 
 
 def allocation(X_rows, samples: dict, covariance_type: str) -> np.ndarray:
@@ -92,10 +112,11 @@ def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type:
 
     Returns
     -------
-    draw_mode (R, C, S), draw_perm (R, C, S, K), chain_mode (R, C), outside (R, C), roots (M,)
+    draw_mode (R, C, S), draw_perm (R, C, S, K), chain_mode (R, C), outside (R, C), roots (M,),
+    nearest (R, C, S)
         Configurations that chains move between are merged into one mode (``roots`` maps a
         configuration to its mode, the lowest index); ``draw_perm`` aligns each draw's labels
-        with its mode's configuration.
+        with its mode's configuration; ``nearest`` is each draw's configuration before merging.
     """
     r, c, s = samples["weights"].shape[:3]
     flat = {name: a.reshape((r * c * s,) + a.shape[3:]) for name, a in samples.items()}
@@ -111,7 +132,8 @@ def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type:
     counts = np.stack([(draw_mode == j).sum(-1) for j in range(m)], axis=-1)  # (R, C, M)
     chain_mode = np.argmax(counts, axis=-1)
     chain_dist = dist.min(1).reshape(r, c, s).mean(-1)
-    return draw_mode, draw_perm, chain_mode, chain_dist > OUTSIDE_DISTANCE, roots
+    outside = chain_dist > OUTSIDE_DISTANCE
+    return draw_mode, draw_perm, chain_mode, outside, roots, nearest.reshape(r, c, s)
 
 
 def _merge_visited(counts: np.ndarray, n_draws: int) -> np.ndarray:
@@ -297,7 +319,10 @@ def describe(ref: dict) -> str:
     return f"weights ({ws}), means ({ms})"
 
 
-def report(references, occupied, masses, is_ess, chain_mode, outside, loglik_all, num_chains):
+def report(
+    references, occupied, masses, is_ess, chain_mode, outside, loglik_all, num_chains,
+    diagnostics=(1.0, np.inf), fractions=None,
+):  # fmt: skip
     """The warning text (empty when there is nothing to warn about) and a one-line summary.
 
     It warns when more than one mode holds at least ``MIN_MODE_MASS``, when a mode's mass is not
@@ -362,9 +387,25 @@ def report(references, occupied, masses, is_ess, chain_mode, outside, loglik_all
             f"{moved} chain(s) started at one EM optimum and settled in another "
             "(sample_stats.mode is each draw's configuration)."
         )
+    rhat, ess = diagnostics
+    unconverged = bool(rhat > RHAT_TARGET and ess < ESS_TARGET)
+    if unconverged:
+        parts = [
+            f"configuration {j} ({describe(references[j])}): {f:.2f}"
+            for j, f in enumerate(fractions if fractions is not None else [])
+            if f > 0
+        ]
+        lines.append(
+            "The chains disagree beyond a label permutation: after Stephens relabelling the "
+            f"largest R-hat is {rhat:.3f} and the smallest bulk ESS {ess:.0f} (weights, means "
+            "and permutation-invariant quantities), so the modes and their masses are not "
+            "established. Fraction of draws nearest each EM configuration: "
+            + "; ".join(parts)
+            + "."
+        )
     if lines and len(heavy) < 2:
         lines.insert(0, f"Modes found: {summary}.")
-    warn = len(heavy) > 1 or uncertain or few or disagree or outside.any()
+    warn = len(heavy) > 1 or uncertain or few or disagree or unconverged or outside.any()
     message = " ".join(lines) if warn else ""
     n_modes = len(heavy)
     return {"message": message, "summary": summary, "n_modes": n_modes}

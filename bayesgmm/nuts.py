@@ -418,7 +418,7 @@ def sample_posterior(
             for ref in references
         ]
     )
-    draw_mode, draw_perm, chain_mode, outside, roots = _modes.classify(
+    draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
         X_rows, all_samples, configurations, ct
     )
     if ll is not None:  # the compiled pointwise log-likelihood, when it was computed anyway
@@ -475,9 +475,14 @@ def sample_posterior(
         "log_density_at": _modes.logsumexp(log_dens, -1).reshape(shape + (len(points),)),
     }
 
-    report = _modes.report(
-        references, occupied, masses, is_ess, chain_mode, outside, loglik_all, s.num_chains
+    diagnostics = _modes.convergence(
+        [posterior["weights"], posterior["means"], *invariant.values()]
     )
+    fractions = np.bincount(nearest[pick].ravel(), minlength=n_runs) / nearest[pick].size
+    report = _modes.report(
+        references, occupied, masses, is_ess, chain_mode, outside, loglik_all, s.num_chains,
+        diagnostics, fractions,
+    )  # fmt: skip
     if report["message"]:
         warnings.warn(report["message"], MultimodalPosteriorWarning, stacklevel=3)
 
@@ -516,6 +521,9 @@ def sample_posterior(
             "mode_is_ess": np.array([is_ess.get(m, np.nan) for m in range(n_runs)]),
             "mode_summary": report["summary"],
             "chains_outside": int(outside.sum()),
+            "configuration_fractions": fractions,
+            "max_rhat": diagnostics[0],
+            "min_ess_bulk": diagnostics[1],
         },
         "posterior_invariant": {
             "density_quantiles": np.asarray(DENSITY_QUANTILES),
