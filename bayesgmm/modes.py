@@ -99,7 +99,7 @@ def allocation(X_rows, samples: dict, covariance_type: str) -> np.ndarray:
     return np.concatenate(out)
 
 
-def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type: str):
+def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type: str, P=None):
     """Configuration of every draw, and of every chain.
 
     Parameters
@@ -109,6 +109,8 @@ def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type:
         Constrained draws of R runs (one per starting configuration) of C chains.
     configurations : array of shape (M, n_rows, K)
         Allocation probabilities of the configurations.
+    P : array of shape (R * C * S, n_rows, K), optional
+        The draws' allocation probabilities, if already computed.
 
     Returns
     -------
@@ -120,7 +122,8 @@ def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type:
     """
     r, c, s = samples["weights"].shape[:3]
     flat = {name: a.reshape((r * c * s,) + a.shape[3:]) for name, a in samples.items()}
-    P = allocation(X_rows, flat, covariance_type)
+    if P is None:
+        P = allocation(X_rows, flat, covariance_type)
     dist, perm = configuration_distance(P, configurations)
     nearest = np.argmin(dist, axis=1)
     m = configurations.shape[0]

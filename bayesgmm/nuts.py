@@ -418,8 +418,10 @@ def sample_posterior(
             for ref in references
         ]
     )
+    flat_all = {name: a.reshape((-1,) + a.shape[3:]) for name, a in all_samples.items()}
+    P_all = _modes.allocation(X_rows, flat_all, ct)
     draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
-        X_rows, all_samples, configurations, ct
+        X_rows, all_samples, configurations, ct, P_all
     )
     if ll is not None:  # the compiled pointwise log-likelihood, when it was computed anyway
         loglik_all = (np.asarray(ll, np.float64) @ w).reshape(r_c_s)
@@ -460,7 +462,8 @@ def sample_posterior(
     flat = {name: a.reshape((-1,) + a.shape[2:]) for name, a in samples.items()}
     start = occupied[int(np.argmax([masses[m] for m in occupied]))]
     start = 0 if 0 in occupied and masses[0] >= _modes.MIN_MODE_MASS else start
-    P = _modes.allocation(X_rows, flat, ct)
+    # With one run the returned draws are all the draws, in the same order.
+    P = P_all if single else _modes.allocation(X_rows, flat, ct)
     perm, _ = stephens_relabel(P, configurations[start])
     relabeled = np.any(perm != np.arange(k), axis=1)
     flat = apply_permutation(flat, perm, ct)

@@ -79,9 +79,12 @@ def log_component_densities(
     s, k, d = mu.shape
     cov = _full_covariances(np.asarray(covariances, np.float64), covariance_type, k, d)
     chol = np.linalg.cholesky(cov)  # (S, K, D, D)
-    diff = X[None, None, :, :] - mu[:, :, None, :]  # (S, K, n, D)
-    sol = np.linalg.solve(chol, np.swapaxes(diff, -1, -2))  # (S, K, D, n)
-    maha = np.sum(sol**2, axis=-2)  # (S, K, n)
+    # L^-1 (x - mu) = L^-1 x - L^-1 mu: one small inverse per component, then products.
+    inv = np.linalg.inv(chol)  # (S, K, D, D)
+    # One 2-D product for every draw and component: (n, D) x (D, S*K*D) -> (n, S, K, D).
+    sol = (X @ inv.reshape(-1, d).T).reshape(X.shape[0], s, k, d)
+    sol -= np.einsum("skde,ske->skd", inv, mu)
+    maha = np.moveaxis(np.square(sol).sum(-1), 0, -1)  # (S, K, n)
     log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)  # (S, K)
     log_n = -0.5 * (maha + (d * np.log(2 * np.pi) + log_det)[..., None])
     return np.swapaxes(log_n, 1, 2) + np.log(np.maximum(w, _TINY))[:, None, :]
