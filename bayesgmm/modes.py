@@ -302,7 +302,8 @@ def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 def total_log_likelihood(X, w, samples: dict, ct: str) -> np.ndarray:
     """``sum_i w_i log p(x_i | draw)`` for draws (R, C, S, ...), in chunks of draws."""
     lead = samples["weights"].shape[:-1]
-    flat = {name: a.reshape((-1,) + a.shape[len(lead) :]) for name, a in samples.items()}
+    n_draws = int(np.prod(lead))
+    flat = {name: a.reshape((n_draws,) + a.shape[len(lead) :]) for name, a in samples.items()}
     s = flat["weights"].shape[0]
     chunk = max(1, 2_000_000 // max(1, X.shape[0] * flat["weights"].shape[1]))
     out = np.empty(s)
@@ -429,7 +430,11 @@ def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, co
 
     def flatten(z):
         return np.concatenate(
-            [np.asarray(z[name], np.float64).reshape(len(z[name]), -1) for name in names], 1
+            [
+                np.asarray(z[name], np.float64).reshape(len(z[name]), sizes[i])
+                for i, name in enumerate(names)
+            ],
+            1,
         )
 
     def unflatten(v):

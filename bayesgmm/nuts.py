@@ -402,7 +402,11 @@ def sample_posterior(
 
     # Every draw of every run, constrained (float64 NumPy), shape (R, C, S, ...).
     r_c_s = (n_runs, s.num_chains, s.num_samples)
-    flat_z = {name: jnp.asarray(a.reshape((-1,) + a.shape[3:])) for name, a in stats["z"].items()}
+    # Explicit leading sizes: with one component the weights' unconstrained site is empty.
+    n_all = n_runs * s.num_chains * s.num_samples
+    flat_z = {
+        name: jnp.asarray(a.reshape((n_all,) + a.shape[3:])) for name, a in stats["z"].items()
+    }
     single = n_runs == 1
     constrained, ll = tf.constrain(flat_z, *args, with_log_likelihood=single and s.log_likelihood)
     all_samples = {
@@ -418,7 +422,7 @@ def sample_posterior(
             for ref in references
         ]
     )
-    flat_all = {name: a.reshape((-1,) + a.shape[3:]) for name, a in all_samples.items()}
+    flat_all = {name: a.reshape((n_all,) + a.shape[3:]) for name, a in all_samples.items()}
     P_all = _modes.allocation(X_rows, flat_all, ct)
     draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
         X_rows, all_samples, configurations, ct, P_all
@@ -451,7 +455,7 @@ def sample_posterior(
         ll = None
         if s.log_likelihood:
             out_z = {
-                name: jnp.asarray(a.reshape((-1,) + a.shape[2:]))
+                name: jnp.asarray(a.reshape((s.num_chains * s.num_samples,) + a.shape[2:]))
                 for name, a in out_stats["z"].items()
             }
             _, ll = tf.constrain(out_z, *args, with_log_likelihood=True)
@@ -459,7 +463,10 @@ def sample_posterior(
 
     # Stephens relabelling of the returned draws, started from the best occupied configuration.
     shape = (s.num_chains, s.num_samples)
-    flat = {name: a.reshape((-1,) + a.shape[2:]) for name, a in samples.items()}
+    flat = {
+        name: a.reshape((s.num_chains * s.num_samples,) + a.shape[2:])
+        for name, a in samples.items()
+    }
     start = occupied[int(np.argmax([masses[m] for m in occupied]))]
     start = 0 if 0 in occupied and masses[0] >= _modes.MIN_MODE_MASS else start
     # With one run the returned draws are all the draws, in the same order.
