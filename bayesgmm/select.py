@@ -64,7 +64,7 @@ def _variances(cov: np.ndarray, covariance_type: str) -> np.ndarray:
 def _relative_variances(cov: np.ndarray, covariance_type: str) -> np.ndarray:
     """The variances with each coordinate divided by its largest variance in the fit."""
     if covariance_type in ("diag", "spherical"):
-        return cov / np.max(cov, axis=0)
+        return _variances(cov / np.max(cov, axis=0), covariance_type)
     diag = np.diagonal(cov, axis1=-2, axis2=-1)
     scale = np.sqrt(np.max(diag.reshape(-1, cov.shape[-1]), axis=0))
     return _variances(cov / np.outer(scale, scale), covariance_type)

@@ -96,6 +96,10 @@ def test_singular_rule_is_within_the_fit(x64, scale):
     assert "component 0 is numerically singular" in degenerate_reason(_fit("full", thin, far))
     diag = np.array([[1.0, 1e-10], [1.0, 1.0]]) * s**2
     assert "numerically singular" in degenerate_reason(_fit("diag", diag, far))
+    assert degenerate_reason(_fit("spherical", np.array([1.0, 3.0]) * scale, far)) == ""
+    assert "component 1 is numerically" in degenerate_reason(
+        _fit("spherical", np.array([1.0, 1e-10]) * scale, far)
+    )
     # A nearly exact linear relation between the coordinates (correlation 1 - 1e-10).
     rho = 1 - 1e-10
     tied = np.array([[1.0, rho], [rho, 1.0]]) * np.outer(s, s)
