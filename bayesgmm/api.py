@@ -34,8 +34,12 @@ class Mixture:
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
         Structure of the covariances, with scikit-learn's shapes.
     prior : None, "default" or Prior, default=None
-        ``None`` fits maximum likelihood. ``"default"`` uses the data-based conjugate prior of
-        Fraley & Raftery (2007); a :class:`Prior` sets hyperparameters explicitly.
+        ``None`` fits maximum likelihood. ``"default"`` uses mclust's data-based conjugate prior
+        (``defaultPrior``, Fraley & Raftery 2007): with V the data covariance and
+        f = K^(-2/D), scale f V for full and tied, and for diag and spherical one scale for
+        every coordinate, f trace(V) / D; D + 2 degrees of freedom, mean precision 0.01 about
+        the data mean, a flat Dirichlet (see :class:`Prior`, also for ``scale="per_feature"``).
+        A :class:`Prior` sets hyperparameters explicitly.
     reg_covar : float, default=1e-6
         Added to the covariance diagonal in maximum-likelihood fits (as scikit-learn does).
         Ignored with a prior, which regularises the covariances itself.
