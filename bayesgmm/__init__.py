@@ -2,6 +2,7 @@
 
 from . import datasets
 from .api import FitResult, Mixture
+from .distributed import shard_rows
 from .posterior import compare, plot_compare
 from .priors import Prior
 from .select import Selection, select
@@ -15,5 +16,6 @@ __all__ = [
     "datasets",
     "plot_compare",
     "select",
+    "shard_rows",
 ]
 __version__ = "0.1.0"

@@ -15,10 +15,12 @@ from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from . import em
+from . import distributed as dist
+from . import em, passes, stream
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
 from .priors import Prior, PriorParams, cast_prior, resolve_prior
+from .sources import ArraySource, check_chunk_size, choose_chunk_size, is_source, prefetch
 from .stats import choose_block_size, log_prob_fn, map_blocks
 
 
@@ -185,12 +187,18 @@ class Mixture:
         tol: float = 1e-6,
         sample_weight: ArrayLike | None = None,
         init_params: dict | None = None,
+        chunk_size: int | None = None,
     ) -> FitResult:
         """Fit maximum-likelihood (``prior=None``) or MAP estimates by EM.
 
         Parameters
         ----------
-        X : array of shape (n_samples, n_features) or (n_samples,)
+        X : array of shape (n_samples, n_features) or (n_samples,), a source, or sharded rows
+            A source (``np.load(path, mmap_mode="r")``, ``h5py.Dataset``, ``zarr.Array``,
+            ``dask.array.Array``: anything with ``.shape``, ``.dtype`` and row slicing that is
+            not an in-memory array) is streamed: every iteration is one pass over it, chunk by
+            chunk. The output of :func:`bayesgmm.shard_rows` is fitted on all its devices and
+            processes. Either gives the same fit as the rows in memory, up to rounding.
         rng_key : int or jax.random key, default=0
         n_init : int, default=1
             Restarts, run together under ``vmap``; the best objective wins.
@@ -203,11 +211,29 @@ class Mixture:
             Non-negative row weights; integer weights equal repeating rows.
         init_params : dict, optional
             ``dict(weights=, means=, covariances=)`` to start from; the first E-step uses them.
+        chunk_size : int, optional
+            Rows read at a time when ``X`` is streamed (also streams an in-memory ``X``); the
+            default holds about 32 MiB. ``sample_weight`` may then be a source too.
 
         Returns
         -------
         FitResult
         """
+        if chunk_size is not None or _streamed_or_sharded(X):
+            ((res,),) = fit_rows(
+                [self],
+                X,
+                sample_weight,
+                chunk_size=chunk_size,
+                rng_key=rng_key,
+                n_init=n_init,
+                init=init,
+                max_iter=max_iter,
+                tol=tol,
+                init_params=init_params,
+                raise_singular=True,
+            )
+            return res
         Xa = v.check_X(X, dtype=float_dtype())
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
         ip = None
@@ -408,6 +434,91 @@ def fit_candidates(
     )
     out = jax.device_get(out)
     mixture._last_prior, mixture._last_n_features = priors[-1], d
+    return _results(mixture, out, n_components, priors, d, raise_singular)
+
+
+def _streamed_or_sharded(X) -> bool:
+    return is_source(X) or isinstance(X, dist.ShardedSource) or dist.is_sharded(X)
+
+
+def fit_rows(
+    templates: list[Mixture],
+    X,
+    sample_weight,
+    *,
+    chunk_size: int | None,
+    rng_key,
+    n_init: int,
+    init: str,
+    max_iter: int,
+    tol: float,
+    n_components: list[int] | None = None,
+    init_params: dict | None = None,
+    raise_singular: bool = False,
+) -> list[list[FitResult | str]]:
+    """:func:`fit_candidates` for streamed or sharded rows, for several covariance types at once.
+
+    Every template (one per covariance type, same prior and ``reg_covar``) fits the candidates
+    ``n_components`` (default: its own); all of them share each pass over the data.
+    """
+    chunk_size = check_chunk_size(chunk_size)
+    init = v.check_init(init)
+    n_init = v.check_positive_int(n_init, "n_init")
+    max_iter = v.check_positive_int(max_iter, "max_iter")
+    tol = v.check_nonnegative_float(tol, "tol")
+    dtype = np.dtype(float_dtype())
+    w = sample_weight
+    if w is not None and not (is_source(w) or dist.is_sharded(w)):
+        n_local = (X.source if isinstance(X, dist.ShardedSource) else X).shape[0]
+        if dist.is_sharded(X):
+            n_local = None  # checked against the process's rows by the engine
+        w = v.check_sample_weight(w, n_local) if n_local is not None else np.asarray(w)
+    rows = passes.rows_of(X, w, chunk_size, dtype)
+    d = rows.n_features
+    ip = None
+    if init_params is not None:
+        t = templates[0]
+        ip = v.check_init_params(init_params, t.n_components, d, t.covariance_type)
+        n_init = 1
+    groups = [(t.covariance_type, n_components or [t.n_components]) for t in templates]
+    for _, ks in groups:
+        for k in ks:
+            if k > rows.n_total:
+                raise ValueError(f"n_components={k} exceeds n_samples={rows.n_total}.")
+    prior = templates[0].prior
+
+    def resolve(moments, covariance_type, ks):
+        mom = (moments.mean, moments.cov)
+        priors = [resolve_prior(prior, None, None, k, covariance_type, moments=mom) for k in ks]
+        if priors[0] is not None and priors[0].alpha < 1:
+            raise ValueError(
+                f"Prior weight_concentration must be >= 1 for EM, got {float(priors[0].alpha)}: "
+                "below 1 the posterior mode lies on the boundary of the simplex. NUTS accepts "
+                "any positive value."
+            )
+        return priors
+
+    outs = stream.fit(
+        rows,
+        groups,
+        resolve,
+        rng_key=_key_on_host(rng_key),
+        n_init=n_init,
+        init=init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=templates[0].reg_covar,
+        init_params=ip,
+    )
+    results = []
+    for t, (_, ks), (out, priors) in zip(templates, groups, outs, strict=True):
+        t._last_prior, t._last_n_features = priors[-1], d
+        results.append(_results(t, out, ks, priors, d, raise_singular))
+    return results
+
+
+def _results(mixture, out, n_components, priors, d, raise_singular) -> list[FitResult | str]:
+    """FitResults (or error messages) of the candidates of one batched EM output."""
     results: list[FitResult | str] = []
     for c, k in enumerate(n_components):
         ok = ~out.singular[c] & np.isfinite(out.objective[c])
@@ -582,10 +693,35 @@ class FitResult:
 
     # ------------------------------------------------------------------ scoring
     def _score_rows(self, X, output: str) -> Array:
+        if isinstance(X, dist.ShardedSource):
+            X = X.source.source
+        if is_source(X):
+            return self._score_source(X, output)
+        if dist.is_sharded(X):
+            X = dist.local_rows(X)
         Xa = v.check_X(X, n_features=self.n_features_in, dtype=self.means.dtype)
         Xt = np.asarray(Xa.T, self.means.dtype)  # the rows as columns, see bayesgmm.stats
         block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
         return _score_rows(Xt, self._params, self.covariance_type, block, output)
+
+    def _score_source(self, X, output: str) -> np.ndarray:
+        """:meth:`_score_rows` of a source, chunk by chunk (the result is in memory)."""
+        src = ArraySource(X)
+        if src.n_features != self.n_features_in:
+            raise ValueError(
+                f"X has {src.n_features} features, but the mixture was fitted with "
+                f"{self.n_features_in} features."
+            )
+        dtype = np.dtype(self.means.dtype)
+        chunk = choose_chunk_size(None, src.n_rows, src.n_features, dtype.itemsize)
+        block = choose_block_size(chunk, self.n_components, self.n_features_in)
+        parts = [
+            np.asarray(_score_rows(c.xt, self._params, self.covariance_type, block, output))[
+                : c.stop - c.start
+            ]
+            for c in prefetch(src, None, chunk, dtype)
+        ]
+        return np.concatenate(parts)
 
     def _log_prob(self, X) -> Array:
         """log pi_k + log N(x | mu_k, Sigma_k): shape (n_samples, n_components)."""
@@ -612,9 +748,8 @@ class FitResult:
 
         For MAP fits the log-likelihood is taken at the MAP estimate, as mclust does.
         """
-        n = v.check_X(X, n_features=self.n_features_in).shape[0]
-        total = float(np.sum(np.asarray(self.score_samples(X), np.float64)))
-        return -2 * total + self.n_parameters * np.log(n)
+        ll = np.asarray(self.score_samples(X), np.float64)
+        return -2 * float(np.sum(ll)) + self.n_parameters * np.log(ll.shape[0])
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion (lower is better)."""

@@ -92,10 +92,13 @@ def resolve_prior(
     sample_weight: np.ndarray,
     n_components: int,
     covariance_type: str,
+    moments: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PriorParams | None:
     """Validate ``prior`` and fill in the data-based defaults, in NumPy float64.
 
-    Returns ``None`` for maximum likelihood (``prior=None``).
+    ``moments``, the data's (mean, covariance) if already known (streamed data, from one pass),
+    stand in for ``X`` and ``sample_weight``. Returns ``None`` for maximum likelihood
+    (``prior=None``).
     """
     if prior is None:
         return None
@@ -107,12 +110,14 @@ def resolve_prior(
         raise ValueError(
             f"prior must be None, 'default' or a bayesgmm.Prior, got {type(prior).__name__}."
         )
-    d = X.shape[1]
+    d = X.shape[1] if moments is None else len(moments[0])
     alpha = _positive_scalar(prior.weight_concentration, "weight_concentration")
     kappa = _positive_scalar(prior.mean_precision, "mean_precision")
     need_data = prior.mean is None or prior.scale is None
     if need_data:
-        data_mean, data_cov = data_moments(X, sample_weight)
+        if moments is None:
+            moments = data_moments(X, sample_weight)
+        data_mean, data_cov = (np.asarray(m, np.float64) for m in moments)
 
     if prior.mean is None:
         mean = data_mean

@@ -1,0 +1,259 @@
+"""One pass over data that is not one in-memory array: chunks of a source, or device shards.
+
+A pass applies *jobs* to all the rows and returns their sums. A job is ``(fn, operand, static)``
+with ``fn(xt, w, index, operand, static) -> (sums, keep)`` a pure JAX function of a piece of the
+rows (columns ``xt`` (D, B) and weights ``w`` (B,), zero on padding): ``sums`` (a pytree) is
+added over the pieces, ``keep`` (a pytree depending on ``operand`` only, or None) is taken from
+any piece. Jobs are module-level functions, so each compiles once per shape.
+
+- :class:`StreamRows` reads a source chunk by chunk (a prefetch thread reads the next chunk
+  while the device computes on the current one), feeds every chunk to every job, adds the sums
+  on the device and then across processes (:func:`bayesgmm.distributed.process_sum`).
+- :class:`ShardedRows` holds a row-sharded global array; a job runs on every device's shard
+  under ``shard_map`` and ``psum`` adds the shards over devices and processes.
+
+Both also draw a uniform sample of the rows, the same on every process, for the starting values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from . import distributed as dist
+from .sources import ArraySource, choose_chunk_size, prefetch
+
+
+class Job(NamedTuple):
+    fn: Callable[..., tuple[Any, Any]]
+    operand: Any
+    static: Hashable
+
+
+@partial(jax.jit, static_argnames=("fn", "static"))
+def _add_piece(acc, xt, w, index, operand, fn, static):
+    sums, keep = fn(xt, w, index, operand, static)
+    return jax.tree.map(jnp.add, acc, sums), keep
+
+
+def _zeros_like_sums(job: Job, xt, w):
+    shapes = jax.eval_shape(
+        lambda xt, w, op: job.fn(xt, w, jnp.int32(0), op, job.static)[0], xt, w, job.operand
+    )
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _sample_indices(rng: np.random.Generator, n_local: int, n_total: int, m: int) -> np.ndarray:
+    """A uniform sample of this process's rows, its share of ``m`` proportional to its rows."""
+    if m >= n_total:
+        return np.arange(n_local)
+    share = min(int(round(m * n_local / n_total)), n_local)
+    return np.sort(rng.choice(n_local, share, replace=False))
+
+
+class StreamRows:
+    """A source streamed in chunks; the sums of a pass are over every process's source.
+
+    Parameters
+    ----------
+    source : ArraySource
+        This process's rows.
+    weight : None, ndarray or ArraySource
+        Row weights of the same length.
+    chunk_size : int or None
+    dtype : the working dtype
+    """
+
+    def __init__(self, source: ArraySource, weight, chunk_size: int | None, dtype) -> None:
+        self.source, self.weight, self.dtype = source, weight, np.dtype(dtype)
+        self.n_features = source.n_features
+        self.chunk_size = choose_chunk_size(
+            chunk_size, source.n_rows, self.n_features, self.dtype.itemsize
+        )
+        self.n_local = source.n_rows
+        self.n_total = dist.check_same_width(source.n_rows, self.n_features, source.name)
+
+    def first_row(self) -> np.ndarray:
+        """Process 0's first row (the same on every process)."""
+        return dist.allgather(self.source.read(0, 1)[0].astype(self.dtype))[0]
+
+    def run(self, jobs: list[Job], take: np.ndarray | None = None):
+        """Every job's sums over all the rows; and the rows ``take`` (local indices) if given."""
+        accs: list[Any] = [None] * len(jobs)
+        keeps: list[Any] = [None] * len(jobs)
+        taken_x, taken_w = [], []
+        previous = None
+        for index, chunk in enumerate(
+            prefetch(self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device)
+        ):
+            xt, w, (x_host, w_host) = chunk.xt, chunk.w, chunk.host
+            if take is not None:
+                lo, hi = np.searchsorted(take, [chunk.start, chunk.stop])
+                sel = take[lo:hi] - chunk.start
+                taken_x.append(x_host[:, sel].T)
+                taken_w.append(w_host[sel])
+            i = np.int32(index)
+            for j, job in enumerate(jobs):
+                if accs[j] is None:
+                    accs[j] = _zeros_like_sums(job, xt, w)
+                accs[j], keeps[j] = _add_piece(
+                    accs[j], xt, w, i, job.operand, fn=job.fn, static=job.static
+                )
+            # At most two chunks in flight: the memory stays bounded when reading is faster.
+            if previous is not None:
+                jax.block_until_ready(previous)
+            previous = accs
+            accs = list(accs)
+        sums = dist.process_sum(jax.device_get(accs))
+        out = list(zip(sums, jax.device_get(keeps), strict=True))
+        if take is None:
+            return out
+        d = self.n_features
+        rows = np.concatenate(taken_x) if taken_x else np.zeros((0, d), self.dtype)
+        wts = np.concatenate(taken_w) if taken_w else np.zeros(0, self.dtype)
+        return out, dist.gather_rows(rows, wts)
+
+    def sample(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        """Local indices of this process's share of a uniform sample of ``m`` rows."""
+        return _sample_indices(rng, self.n_local, self.n_total, m)
+
+
+def _to_device(xt: np.ndarray, w: np.ndarray):
+    return jax.device_put(xt), jax.device_put(w)
+
+
+@partial(jax.jit, static_argnames=("fn", "static", "mesh", "axis"))
+def _sharded_call(xt, w, operand, fn, static, mesh, axis):
+    def local(xt, w, operand):
+        sums, keep = fn(xt, w, jax.lax.axis_index(axis), operand, static)
+        return jax.lax.psum(sums, axis), keep
+
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(None, axis), P(axis), P()),
+        out_specs=(P(), P()),
+        check_vma=False,
+    )(xt, w, operand)
+
+
+def _local_value(a):
+    """The host value of a replicated global array (every process holds a copy)."""
+    return np.asarray(a.addressable_data(0))
+
+
+class ShardedRows:
+    """A row-sharded global array (from :func:`bayesgmm.shard_rows`) and its row weights."""
+
+    def __init__(self, X: jax.Array, weight, dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        sharding = X.sharding
+        self.mesh, self.axis = sharding.mesh, sharding.spec[0]
+        self.n_features = 1 if X.ndim == 1 else X.shape[1]
+        col = NamedSharding(self.mesh, P(None, self.axis))
+        row = NamedSharding(self.mesh, P(self.axis))
+
+        # The rows as columns, once per fit (see bayesgmm.stats), in the working dtype.
+        @partial(jax.jit, out_shardings=col)
+        def columns(x):
+            x = x[:, None] if x.ndim == 1 else x
+            return x.T.astype(self.dtype)
+
+        self.Xt = columns(X)
+        mask = dist.row_mask(X)
+        self.n_local = int(sum(np.sum(np.asarray(s.data)) for s in mask.addressable_shards))
+        self.n_total = int(dist.allgather(np.array([self.n_local]))[:, 0].sum())
+        if weight is None:
+            w = mask
+        elif isinstance(weight, jax.Array) and weight.shape == (X.shape[0],):
+            w = weight
+        else:
+            w = self._local_weights(weight, X.shape[0])
+        self.w = jax.jit(lambda a, b: (a * b).astype(self.dtype), out_shardings=row)(w, mask)
+        self._mask = mask
+
+    def _local_weights(self, weight, n_global: int) -> jax.Array:
+        w = np.asarray(weight, np.float64)
+        if w.shape != (self.n_local,):
+            raise ValueError(
+                f"sample_weight must have this process's {self.n_local} rows (or come from "
+                f"shard_rows like X), got shape {w.shape}."
+            )
+        per_device = n_global // len(self.mesh.devices.flat)
+        return dist._global_rows(w.astype(self.dtype), per_device)
+
+    def first_row(self) -> np.ndarray:
+        shard = min(self.Xt.addressable_shards, key=lambda s: s.index[1].start or 0)
+        return dist.allgather(np.asarray(shard.data[:, 0]))[0]
+
+    def run(self, jobs: list[Job], take: np.ndarray | None = None):
+        out = []
+        for job in jobs:
+            sums, keep = _sharded_call(
+                self.Xt,
+                self.w,
+                job.operand,
+                fn=job.fn,
+                static=job.static,
+                mesh=self.mesh,
+                axis=self.axis,
+            )
+            out.append((jax.tree.map(_local_value, sums), jax.tree.map(_local_value, keep)))
+        if take is None:
+            return out
+        return out, self._take(take)
+
+    def _shards(self):
+        """This process's (column shard, weight shard, mask) in row order."""
+        xs = sorted(self.Xt.addressable_shards, key=lambda s: s.index[1].start or 0)
+        ws = sorted(self.w.addressable_shards, key=lambda s: s.index[0].start or 0)
+        ms = sorted(self._mask.addressable_shards, key=lambda s: s.index[0].start or 0)
+        return [(x.data, w.data, np.asarray(m.data)) for x, w, m in zip(xs, ws, ms, strict=True)]
+
+    def _take(self, take: np.ndarray):
+        """The rows ``take`` (indices among this process's rows that hold data), gathered."""
+        rows, wts, offset = [], [], 0
+        for xt, w, m in self._shards():
+            valid = np.flatnonzero(m)
+            lo, hi = np.searchsorted(take, [offset, offset + len(valid)])
+            sel = valid[take[lo:hi] - offset]
+            if len(sel):
+                rows.append(np.asarray(xt[:, sel]).T)
+                wts.append(np.asarray(w[sel]))
+            offset += len(valid)
+        d = self.n_features
+        rows_a = np.concatenate(rows) if rows else np.zeros((0, d), self.dtype)
+        w_a = np.concatenate(wts) if wts else np.zeros(0, self.dtype)
+        return dist.gather_rows(rows_a, w_a)
+
+    def sample(self, rng: np.random.Generator, m: int) -> np.ndarray:
+        return _sample_indices(rng, self.n_local, self.n_total, m)
+
+
+def rows_of(X, sample_weight, chunk_size: int | None, dtype) -> StreamRows | ShardedRows:
+    """The pass engine for ``X``: a row-sharded array, or a source (or array) read in chunks.
+
+    ``sample_weight`` is validated already: None, an array of this process's row count, a
+    source of the same length, or (sharded ``X``) an array sharded like ``X``.
+    """
+    from .sources import is_source
+
+    if dist.is_sharded(X):
+        return ShardedRows(X, sample_weight, dtype)
+    source = X.source if isinstance(X, dist.ShardedSource) else ArraySource(X)
+    weight = sample_weight
+    if weight is not None and is_source(weight):
+        weight = ArraySource(weight, "sample_weight")
+        if weight.shape != (source.n_rows,):
+            raise ValueError(
+                f"sample_weight must have shape ({source.n_rows},) like the rows of X, got a "
+                f"source of shape {weight.shape}."
+            )
+    return StreamRows(source, weight, chunk_size, dtype)
