@@ -37,17 +37,26 @@ class Job(NamedTuple):
     static: Hashable
 
 
-@partial(jax.jit, static_argnames=("fn", "static"))
 def _add_piece(acc, xt, w, index, operand, fn, static):
     sums, keep = fn(xt, w, index, operand, static)
     return jax.tree.map(jnp.add, acc, sums), keep
+
+
+# Pieces of up to this many elements take a millisecond either way: LLVM's optimisations would
+# cost more compile time than they save (as for the compiled driver's tiny problems).
+TINY_PIECE = 2**14
+UNOPTIMIZED = {"xla_backend_optimization_level": 0}
+_add_piece_optimized = jax.jit(_add_piece, static_argnames=("fn", "static"))
+_add_piece_unoptimized = jax.jit(
+    _add_piece, static_argnames=("fn", "static"), compiler_options=UNOPTIMIZED
+)
 
 
 def _zeros_like_sums(job: Job, xt, w):
     shapes = jax.eval_shape(
         lambda xt, w, op: job.fn(xt, w, jnp.int32(0), op, job.static)[0], xt, w, job.operand
     )
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
 def _sample_indices(rng: np.random.Generator, n_local: int, n_total: int, m: int) -> np.ndarray:
@@ -90,6 +99,8 @@ class StreamRows:
         keeps: list[Any] = [None] * len(jobs)
         taken_x, taken_w = [], []
         previous = None
+        add = _add_piece_unoptimized if self.chunk_size * self.n_features <= TINY_PIECE else None
+        add = add or _add_piece_optimized
         for index, chunk in enumerate(
             prefetch(self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device)
         ):
@@ -103,7 +114,7 @@ class StreamRows:
             for j, job in enumerate(jobs):
                 if accs[j] is None:
                     accs[j] = _zeros_like_sums(job, xt, w)
-                accs[j], keeps[j] = _add_piece(
+                accs[j], keeps[j] = add(
                     accs[j], xt, w, i, job.operand, fn=job.fn, static=job.static
                 )
             # At most two chunks in flight: the memory stays bounded when reading is faster.
@@ -129,7 +140,6 @@ def _to_device(xt: np.ndarray, w: np.ndarray):
     return jax.device_put(xt), jax.device_put(w)
 
 
-@partial(jax.jit, static_argnames=("fn", "static", "mesh", "axis"))
 def _sharded_call(xt, w, operand, fn, static, mesh, axis):
     def local(xt, w, operand):
         sums, keep = fn(xt, w, jax.lax.axis_index(axis), operand, static)
@@ -142,6 +152,11 @@ def _sharded_call(xt, w, operand, fn, static, mesh, axis):
         out_specs=(P(), P()),
         check_vma=False,
     )(xt, w, operand)
+
+
+_STATIC = ("fn", "static", "mesh", "axis")
+_sharded_optimized = jax.jit(_sharded_call, static_argnames=_STATIC)
+_sharded_unoptimized = jax.jit(_sharded_call, static_argnames=_STATIC, compiler_options=UNOPTIMIZED)
 
 
 def _local_value(a):
@@ -195,8 +210,11 @@ class ShardedRows:
 
     def run(self, jobs: list[Job], take: np.ndarray | None = None):
         out = []
+        per_device = self.Xt.shape[1] // len(self.mesh.devices.flat)
+        tiny = per_device * self.n_features <= TINY_PIECE
+        call = _sharded_unoptimized if tiny else _sharded_optimized
         for job in jobs:
-            sums, keep = _sharded_call(
+            sums, keep = call(
                 self.Xt,
                 self.w,
                 job.operand,

@@ -38,8 +38,8 @@ import numpy as np
 from .em import _SINGULAR_FACTOR, EMConfig, FitOutput, advance, finish, init_state
 from .init import _nearest, _nearest_resp_fn, initial_params, kmeans_plusplus, lloyd
 from .mstep import m_step
-from .params import make_params
-from .passes import Job
+from .params import GMMParams, make_params
+from .passes import UNOPTIMIZED, Job
 from .stats import accumulate, choose_block_size, e_step, sum_blocks
 
 # Rows of the sample behind the starting values: k-means++ costs K x rows x D per start.
@@ -169,7 +169,7 @@ def _sample_random(
     return jax.vmap(per, in_axes=(0, 0, None))(n_active, prior, keys)
 
 
-@jax.jit
+@partial(jax.jit, compiler_options=UNOPTIMIZED)
 def _lloyd_update(centers, sums):
     nk, total = sums
     new = jnp.where(nk[..., None] > 0, total / jnp.where(nk > 0, nk, 1)[..., None], centers)
@@ -181,7 +181,11 @@ def _prior_of_fit(prior, single):
     return jax.tree.map(lambda a: a[0], prior) if single else prior
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "max_iter", "single"))
+# The per-iteration programs below handle parameters, not rows: small whatever the data, so
+# compiled without LLVM's optimisations (which would cost seconds of compile time).
+@partial(
+    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+)
 def _start_from_stats(stats, centers, active, prior, settings, covariance_type, max_iter, single):
     """The M-step from the starting assignments, and the EM state and configuration."""
     tol, reg_covar, threshold = settings
@@ -199,9 +203,13 @@ def _start_from_stats(stats, centers, active, prior, settings, covariance_type, 
     return jax.vmap(per_candidate)(stats, centers, active, prior)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "max_iter", "single"))
+@partial(
+    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+)
 def _start_from_params(params, active, prior, settings, covariance_type, max_iter, single):
     tol, reg_covar, threshold = settings
+    if not isinstance(params, GMMParams):  # (weights, means, covariances) given by the user
+        params = make_params(*params, covariance_type)
 
     def one(params, active, prior):
         return EMConfig(tol, reg_covar, prior, threshold, active), init_state(params, max_iter)
@@ -212,14 +220,16 @@ def _start_from_params(params, active, prior, settings, covariance_type, max_ite
     return jax.vmap(per)(params, active, prior)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "max_iter", "single"))
+@partial(
+    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+)
 def _advance(state, stats, ref, cfg, covariance_type, max_iter, single):
     step = partial(advance, covariance_type=covariance_type, max_iter=max_iter)
     new = _per_fit(step, single)(state, stats, ref, cfg)
     return new, jnp.all(new.done)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "single"))
+@partial(jax.jit, static_argnames=("covariance_type", "single"), compiler_options=UNOPTIMIZED)
 def _finish(state, cfg, covariance_type, single):
     out = _per_fit(partial(finish, covariance_type=covariance_type), single)(state, cfg)
     return jax.tree.map(lambda a: a[None, None], out) if single else out
@@ -332,8 +342,8 @@ def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter)
     if init_params is not None:
         out = []
         for covariance_type, ks, _, prior, _ in specs:
-            params = make_params(*(jnp.asarray(a, dtype) for a in init_params), covariance_type)
-            active = jnp.ones(int(ks[0]), bool)
+            params = tuple(np.asarray(a, dtype) for a in init_params)
+            active = np.ones(int(ks[0]), bool)
             out.append(
                 _start_from_params(
                     params,

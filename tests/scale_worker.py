@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
         if mode == "sharded":
             res = mix.fit_em(Xs, sample_weight=ws, **kwargs)
         elif mode == "stream":
-            res = mix.fit_em(streamed, sample_weight=wp, chunk_size=700, **kwargs)
+            res = mix.fit_em(streamed, sample_weight=wp, chunk_size=500, **kwargs)
         else:  # the default start on sharded rows
             res = mix.fit_em(Xs, sample_weight=ws)
         for name in ("weights", "means", "covariances"):
