@@ -455,11 +455,13 @@ def fit_rows(
     n_components: list[int] | None = None,
     init_params: dict | None = None,
     raise_singular: bool = False,
+    return_n: bool = False,
 ) -> list[list[FitResult | str]]:
     """:func:`fit_candidates` for streamed or sharded rows, for several covariance types at once.
 
     Every template (one per covariance type, same prior and ``reg_covar``) fits the candidates
     ``n_components`` (default: its own); all of them share each pass over the data.
+    ``return_n`` also returns the number of rows (of all processes).
     """
     chunk_size = check_chunk_size(chunk_size)
     init = v.check_init(init)
@@ -514,7 +516,7 @@ def fit_rows(
     for t, (_, ks), (out, priors) in zip(templates, groups, outs, strict=True):
         t._last_prior, t._last_n_features = priors[-1], d
         results.append(_results(t, out, ks, priors, d, raise_singular))
-    return results
+    return (results, rows.n_total) if return_n else results
 
 
 def _results(mixture, out, n_components, priors, d, raise_singular) -> list[FitResult | str]:

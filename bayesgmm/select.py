@@ -10,7 +10,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from .api import FitResult, Mixture, fit_candidates
+from .api import FitResult, Mixture, _streamed_or_sharded, fit_candidates, fit_rows
 from .numerics import float_dtype
 from .priors import Prior
 
@@ -73,6 +73,12 @@ def select(
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    chunk_size = fit_kwargs.pop("chunk_size", None)
+    if chunk_size is not None or _streamed_or_sharded(X):
+        return _select_rows(
+            X, n_components, covariance_types, prior, criterion, n_init, rng_key, chunk_size,
+            fit_kwargs,
+        )  # fmt: skip
     Xa = v.check_X(X, dtype=float_dtype())
     ks = [v.check_n_components(k) for k in n_components]
     types = [v.check_covariance_type(t) for t in covariance_types]
@@ -86,10 +92,35 @@ def select(
     reg_covar = fit_kwargs.pop("reg_covar", 1e-6)
     fit_kwargs = {"init": "kmeans", "max_iter": 1000, "tol": 1e-6} | fit_kwargs
     n = Xa.shape[0]
-    rows, fits = [], {}
+    per_type = []
     for cov in types:
         template = Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar)
         results = fit_candidates(template, Xa, w, ks, rng_key=rng_key, n_init=n_init, **fit_kwargs)
+        per_type.append(results)
+    return _selection(Xa, n, ks, types, per_type, criterion, weighted=sample_weight is not None)
+
+
+def _select_rows(X, n_components, covariance_types, prior, criterion, n_init, rng_key, chunk_size,
+                 fit_kwargs):  # fmt: skip
+    """:func:`select` on streamed or sharded rows: every candidate shares each pass."""
+    ks = sorted({v.check_n_components(k) for k in n_components})
+    types = [v.check_covariance_type(t) for t in covariance_types]
+    if not ks or not types:
+        raise ValueError("select needs at least one n_components value and one covariance type.")
+    sample_weight = fit_kwargs.pop("sample_weight", None)
+    reg_covar = fit_kwargs.pop("reg_covar", 1e-6)
+    fit_kwargs = {"init": "kmeans", "max_iter": 1000, "tol": 1e-6} | fit_kwargs
+    templates = [Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar) for cov in types]
+    per_type, n = fit_rows(
+        templates, X, sample_weight, chunk_size=chunk_size, rng_key=rng_key, n_init=n_init,
+        n_components=ks, return_n=True, **fit_kwargs,
+    )  # fmt: skip
+    return _selection(X, n, ks, types, per_type, criterion, weighted=sample_weight is not None)
+
+
+def _selection(X, n, ks, types, per_type, criterion, weighted) -> Selection:
+    rows, fits = [], {}
+    for cov, results in zip(types, per_type, strict=True):
         for k, res in zip(ks, results, strict=True):
             row = {"n_components": k, "covariance_type": cov}
             if isinstance(res, str):
@@ -112,8 +143,8 @@ def select(
             # again would compile one program per K.
             ll = (
                 res.log_likelihood
-                if sample_weight is None
-                else float(np.sum(np.asarray(res.score_samples(Xa), np.float64)))
+                if not weighted
+                else float(np.sum(np.asarray(res.score_samples(X), np.float64)))
             )
             rows.append(
                 row
