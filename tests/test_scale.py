@@ -178,3 +178,113 @@ def test_dying_process_fails_the_others(x64, tmp_path):
     assert codes[1] == 3
     assert codes[0] != 0  # ended by the runtime, with its message, instead of hanging
     assert "another task died" in logs[0] or "heartbeat" in logs[0], logs[0][-2000:]
+
+
+# --------------------------------------------------------------------------- sources and errors
+
+
+class _Changing:
+    """An array-like whose row count (or dtype) changes after ``after`` reads."""
+
+    def __init__(self, X, after: int, what: str):
+        self.X, self.after, self.what, self.reads = X, after, what, 0
+
+    @property
+    def shape(self):
+        grown = self.what == "rows" and self.reads >= self.after
+        return (self.X.shape[0] + 10 * grown, self.X.shape[1])
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float32 if self.what == "dtype" and self.reads >= self.after else "f8")
+
+    def __getitem__(self, item):
+        self.reads += 1
+        return self.X[item]
+
+
+def test_array_stores_stream_like_memory(x64, tmp_path):
+    """h5py, zarr and dask sources give the in-memory fit (the full/ml case, chunks of 500)."""
+    h5py = pytest.importorskip("h5py")
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    X, w = _data()
+    ref = _reference("full/ml", X, w)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["X"] = X
+    z = zarr.create_array(tmp_path / "x.zarr", shape=X.shape, chunks=(400, 3), dtype="f8")
+    z[:] = X
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        for source in (f["X"], z, da.from_array(X, chunks=(300, 3))):
+            got = _reference("full/ml", source, w, chunk_size=500)
+            np.testing.assert_allclose(got.means, ref.means, rtol=1e-9)
+            assert abs(got.log_likelihood - ref.log_likelihood) <= 1e-11 * abs(ref.log_likelihood)
+        # Scoring in chunks equals scoring in memory.
+        np.testing.assert_allclose(ref.score_samples(f["X"]), ref.score_samples(X), rtol=1e-12)
+        np.testing.assert_array_equal(ref.predict(z), ref.predict(X))
+        assert abs(ref.score(f["X"]) - ref.score(X)) <= 1e-12 * abs(ref.score(X))
+
+
+def test_streamed_errors(x64, tmp_path):
+    X, w = _data()
+    bad = X.copy()
+    bad[777, 1] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    mix = bg.Mixture(2)
+    with pytest.raises(ValueError, match="NaN or infinite values in rows 500 to 999"):
+        mix.fit_em(np.load(tmp_path / "bad.npy", mmap_mode="r"), chunk_size=500)
+    for what in ("rows", "dtype"):
+        with pytest.raises(ValueError, match="X changed during the fit"):
+            mix.fit_em(_Changing(X, 5, what), chunk_size=500, max_iter=5)
+    for size in (0, -3):
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+            mix.fit_em(np.load(tmp_path / "bad.npy", mmap_mode="r"), chunk_size=size)
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        mix.fit_em(X, sample_weight=np.ones(N - 1), chunk_size=500)
+
+
+def _rss_anon_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("RssAnon needs Linux's /proc")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RssAnon needs Linux's /proc")
+def test_streamed_memory_is_bounded_by_the_chunk(x64, tmp_path):
+    """A 96 MiB memory map streams in chunks of 0.6 MiB with far less resident memory."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    n, chunk = 3_000_000, 20_000
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", "w+", np.float64, (n, 4))
+    for a in range(0, n, 500_000):
+        big[a : a + 500_000] = rng.normal(size=(500_000, 4)) + (a // 500_000) % 2 * 4
+    big.flush()
+    del big
+    start = {
+        "weights": np.array([0.5, 0.5]),
+        "means": np.array([np.zeros(4), np.full(4, 4.0)]),
+        "covariances": np.stack([np.eye(4)] * 2),
+    }
+    mix = bg.Mixture(2)
+    small = np.load(tmp_path / "big.npy", mmap_mode="r")[: 2 * chunk]
+    mix.fit_em(small, chunk_size=chunk, init_params=start, max_iter=2, tol=0)  # compiles
+    base, peak, running = _rss_anon_mib(), [0.0], [True]
+
+    def watch():
+        while running[0]:
+            peak[0] = max(peak[0], _rss_anon_mib())
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        source = np.load(tmp_path / "big.npy", mmap_mode="r")
+        res = mix.fit_em(source, chunk_size=chunk, init_params=start, max_iter=2, tol=0)
+    finally:
+        running[0] = False
+        thread.join()
+    assert res.n_iter == 2
+    # The budget: a few chunks (0.6 MiB each) plus the runtime's slack, against 92 MiB of data.
+    assert peak[0] - base < 24, (base, peak[0])
