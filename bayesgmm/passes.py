@@ -17,7 +17,9 @@ Both also draw a uniform sample of the rows, the same on every process, for the 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -88,41 +90,66 @@ class StreamRows:
         )
         self.n_local = source.n_rows
         self.n_total = dist.check_same_width(source.n_rows, self.n_features, source.name)
+        # Worker threads: the cores on a CPU (see run), one per device otherwise.
+        cpu = jax.default_backend() == "cpu"
+        self.n_workers = min(_cores(), MAX_WORKERS) if cpu else 1
 
     def first_row(self) -> np.ndarray:
         """Process 0's first row (the same on every process)."""
         return dist.allgather(self.source.read(0, 1)[0].astype(self.dtype))[0]
 
     def run(self, jobs: list[Job], take: np.ndarray | None = None):
-        """Every job's sums over all the rows; and the rows ``take`` (local indices) if given."""
-        accs: list[Any] = [None] * len(jobs)
+        """Every job's sums over all the rows; and the rows ``take`` (local indices) if given.
+
+        Chunk ``i`` goes to worker thread ``i % n_workers``, which adds it to its own sums: XLA
+        runs one program on one core, and programs started from separate threads run in
+        parallel. The workers' sums are added in worker order, so a pass is deterministic.
+        """
+        n_workers = self.n_workers
+        accs: list[list[Any]] = [[None] * len(jobs) for _ in range(n_workers)]
         keeps: list[Any] = [None] * len(jobs)
         taken_x, taken_w = [], []
-        previous = None
         add = _add_piece_unoptimized if self.chunk_size * self.n_features <= TINY_PIECE else None
         add = add or _add_piece_optimized
-        for index, chunk in enumerate(
-            prefetch(self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device)
-        ):
-            xt, w, (x_host, w_host) = chunk.xt, chunk.w, chunk.host
-            if take is not None:
-                lo, hi = np.searchsorted(take, [chunk.start, chunk.stop])
-                sel = take[lo:hi] - chunk.start
-                taken_x.append(x_host[:, sel].T)
-                taken_w.append(w_host[sel])
-            i = np.int32(index)
+
+        def work(t: int, xt, w, index: int) -> None:
             for j, job in enumerate(jobs):
-                if accs[j] is None:
-                    accs[j] = _zeros_like_sums(job, xt, w)
-                accs[j], keeps[j] = add(
-                    accs[j], xt, w, i, job.operand, fn=job.fn, static=job.static
+                if accs[t][j] is None:
+                    accs[t][j] = _zeros_like_sums(job, xt, w)
+                accs[t][j], keeps[j] = add(
+                    accs[t][j], xt, w, np.int32(index), job.operand, fn=job.fn, static=job.static
                 )
-            # At most two chunks in flight: the memory stays bounded when reading is faster.
-            if previous is not None:
-                jax.block_until_ready(previous)
-            previous = accs
-            accs = list(accs)
-        sums = dist.process_sum(jax.device_get(accs))
+            jax.block_until_ready(accs[t])
+
+        pools = [ThreadPoolExecutor(1) for _ in range(n_workers)]
+        pending: list[Any] = [None] * n_workers
+        try:
+            chunks = prefetch(
+                self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device
+            )
+            for index, chunk in enumerate(chunks):
+                if take is not None:
+                    x_host, w_host = chunk.host
+                    lo, hi = np.searchsorted(take, [chunk.start, chunk.stop])
+                    sel = take[lo:hi] - chunk.start
+                    taken_x.append(x_host[:, sel].T)
+                    taken_w.append(w_host[sel])
+                t = index % n_workers
+                # One chunk per worker in flight bounds the memory when reading is faster.
+                if pending[t] is not None:
+                    pending[t].result()
+                pending[t] = pools[t].submit(work, t, chunk.xt, chunk.w, index)
+                if index == 0:  # compile once, before the other workers start
+                    pending[t].result()
+            for p in pending:
+                if p is not None:
+                    p.result()
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+        used = [a for a in accs if a[0] is not None]
+        local = [jax.tree.map(lambda *x: sum(x[1:], x[0]), *col) for col in zip(*used, strict=True)]
+        sums = dist.process_sum(jax.device_get(local))
         out = list(zip(sums, jax.device_get(keeps), strict=True))
         if take is None:
             return out
@@ -134,6 +161,16 @@ class StreamRows:
     def sample(self, rng: np.random.Generator, m: int) -> np.ndarray:
         """Local indices of this process's share of a uniform sample of ``m`` rows."""
         return _sample_indices(rng, self.n_local, self.n_total, m)
+
+
+MAX_WORKERS = 8
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _to_device(xt: np.ndarray, w: np.ndarray):
