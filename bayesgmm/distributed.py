@@ -186,7 +186,7 @@ def row_mask(arr: jax.Array) -> jax.Array:
     if entry is not None and entry[0]() is arr:
         return entry[1]
     ones = jnp.ones(arr.shape[0], arr.dtype)
-    return jax.device_put(ones, NamedSharding(arr.sharding.mesh, P(AXIS)))
+    return jax.device_put(ones, NamedSharding(arr.sharding.mesh, P(arr.sharding.spec[0])))
 
 
 def is_sharded(X: Any) -> bool:

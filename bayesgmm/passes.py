@@ -201,6 +201,19 @@ def _local_value(a):
     return np.asarray(a.addressable_data(0))
 
 
+@partial(jax.jit, static_argnames=("dtype", "mesh", "axis"))
+def _columns(x, dtype, mesh, axis):
+    """The rows as columns (see bayesgmm.stats), sharded by column, in the working dtype."""
+    x = x[:, None] if x.ndim == 1 else x
+    xt = x.T.astype(dtype)
+    return jax.lax.with_sharding_constraint(xt, NamedSharding(mesh, P(None, axis)))
+
+
+@partial(jax.jit, static_argnames=("dtype", "mesh", "axis"))
+def _masked(w, mask, dtype, mesh, axis):
+    return jax.lax.with_sharding_constraint((w * mask).astype(dtype), NamedSharding(mesh, P(axis)))
+
+
 class ShardedRows:
     """A row-sharded global array (from :func:`bayesgmm.shard_rows`) and its row weights."""
 
@@ -209,16 +222,7 @@ class ShardedRows:
         sharding = X.sharding
         self.mesh, self.axis = sharding.mesh, sharding.spec[0]
         self.n_features = 1 if X.ndim == 1 else X.shape[1]
-        col = NamedSharding(self.mesh, P(None, self.axis))
-        row = NamedSharding(self.mesh, P(self.axis))
-
-        # The rows as columns, once per fit (see bayesgmm.stats), in the working dtype.
-        @partial(jax.jit, out_shardings=col)
-        def columns(x):
-            x = x[:, None] if x.ndim == 1 else x
-            return x.T.astype(self.dtype)
-
-        self.Xt = columns(X)
+        self.Xt = _columns(X, self.dtype, self.mesh, self.axis)
         mask = dist.row_mask(X)
         self.n_local = int(sum(np.sum(np.asarray(s.data)) for s in mask.addressable_shards))
         self.n_total = int(dist.allgather(np.array([self.n_local]))[:, 0].sum())
@@ -228,7 +232,7 @@ class ShardedRows:
             w = weight
         else:
             w = self._local_weights(weight, X.shape[0])
-        self.w = jax.jit(lambda a, b: (a * b).astype(self.dtype), out_shardings=row)(w, mask)
+        self.w = _masked(w, mask, self.dtype, self.mesh, self.axis)
         self._mask = mask
 
     def _local_weights(self, weight, n_global: int) -> jax.Array:
