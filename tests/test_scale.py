@@ -288,3 +288,23 @@ def test_streamed_memory_is_bounded_by_the_chunk(x64, tmp_path):
     assert res.n_iter == 2
     # The budget: a few chunks (0.6 MiB each) plus the runtime's slack, against 92 MiB of data.
     assert peak[0] - base < 24, (base, peak[0])
+
+
+def test_default_start_from_a_sample_reaches_the_in_memory_optimum(x64, tmp_path, monkeypatch):
+    """k-means++ on a sample of 300 rows, Lloyd's iterations as passes, then EM: the optimum of
+    the in-memory fit (well-separated data), within 1e-6 per row."""
+    from bayesgmm import stream
+
+    monkeypatch.setattr(stream, "SAMPLE_ROWS", 300)
+    X, w = _data()
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    mix = bg.Mixture(2, "full")  # MAP: the two-process test
+    ref = mix.fit_em(X, sample_weight=w)
+    got = mix.fit_em(Xm, sample_weight=w, chunk_size=500)
+    assert got.converged
+    assert abs(got.log_likelihood - ref.log_likelihood) <= 1e-6 * N
+    order = np.argsort(np.asarray(got.means)[:, 0]), np.argsort(np.asarray(ref.means)[:, 0])
+    np.testing.assert_allclose(
+        np.asarray(got.means)[order[0]], np.asarray(ref.means)[order[1]], atol=1e-4
+    )
