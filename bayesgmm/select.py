@@ -10,9 +10,11 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from .api import FitResult, Mixture, _streamed_or_sharded, fit_candidates, fit_rows
+from . import stream
+from .api import FitResult, Mixture
+from .driver import data_moments, fit_candidates
 from .numerics import float_dtype
-from .priors import Prior
+from .priors import Prior, needs_data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,80 +52,105 @@ def select(
     criterion: str = "bic",
     n_init: int = 1,
     rng_key=0,
-    **fit_kwargs,
+    *,
+    init: str = "kmeans",
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    reg_covar: float = 1e-6,
+    sample_weight: ArrayLike | None = None,
+    chunk_size: int | None = None,
+    **unknown,
 ) -> Selection:
     """Fit every (n_components, covariance_type) candidate by EM and rank them.
 
     Parameters
     ----------
-    X : array of shape (n_samples, n_features) or (n_samples,)
+    X : array of shape (n_samples, n_features) or (n_samples,), a source, or sharded rows
+        As in :meth:`Mixture.fit_em`: a source is streamed, and every candidate, restart and
+        covariance type shares each pass over it.
     n_components : iterable of int, default=range(1, 10)
+        Candidates larger than n_samples are skipped.
     covariance_types : iterable of str, default=all four
     prior : None, "default" or Prior
         With a prior, the criteria use the log-likelihood at the MAP estimate (as mclust).
+        The data-based defaults come from the data's moments, computed once for all candidates.
     criterion : {"bic", "aic"}
-    n_init : int
-    rng_key : int or jax.random key
-    **fit_kwargs
-        Passed to :meth:`Mixture.fit_em` (``init``, ``max_iter``, ``tol``, ``sample_weight``, ...).
+    n_init : int, default=1
+    rng_key : int or jax.random key, default=0
+    init, max_iter, tol, reg_covar, sample_weight
+        As in :class:`Mixture` and :meth:`Mixture.fit_em`. ``init_params`` is not accepted:
+        a start for one number of components cannot serve several.
+    chunk_size : int, optional
+        Rows read at a time from a source (as in :meth:`Mixture.fit_em`).
 
     Returns
     -------
     Selection
     """
+    if unknown:
+        hint = (
+            " init_params is not accepted: a start for one n_components cannot serve several; "
+            "use Mixture(K, ...).fit_em(X, init_params=...)."
+            if "init_params" in unknown
+            else ""
+        )
+        raise ValueError(
+            f"select got unexpected keyword argument(s) {sorted(unknown)}; it accepts "
+            "prior, criterion, n_init, rng_key, init, max_iter, tol, reg_covar, sample_weight, "
+            "chunk_size." + hint
+        )
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
-    chunk_size = fit_kwargs.pop("chunk_size", None)
-    if chunk_size is not None or _streamed_or_sharded(X):
-        return _select_rows(
-            X, n_components, covariance_types, prior, criterion, n_init, rng_key, chunk_size,
-            fit_kwargs,
-        )  # fmt: skip
-    Xa = v.check_X(X, dtype=float_dtype())
+    settings = v.check_em_settings(
+        init=init, n_init=n_init, max_iter=max_iter, tol=tol, rng_key=rng_key
+    )
+    reg_covar = v.check_nonnegative_float(reg_covar, "reg_covar")
+    if prior is not None and not (isinstance(prior, Prior) or prior == "default"):
+        raise ValueError(f"prior must be None, 'default' or a bayesgmm.Prior, got {prior!r}.")
+    v.check_em_prior(prior)
     ks = [v.check_n_components(k) for k in n_components]
     types = [v.check_covariance_type(t) for t in covariance_types]
     if not ks or not types:
         raise ValueError("select needs at least one n_components value and one covariance type.")
-    sample_weight = fit_kwargs.pop("sample_weight", None)
+    if chunk_size is not None or stream.streamed_or_sharded(X):
+        return _select_rows(
+            X, ks, types, prior, criterion, reg_covar, sample_weight, chunk_size, settings
+        )
+    Xa = v.check_X(X, dtype=float_dtype())
     w = v.check_sample_weight(sample_weight, Xa.shape[0])
     ks = [k for k in ks if k <= Xa.shape[0]]
     if not ks:
         raise ValueError(f"every n_components exceeds n_samples={Xa.shape[0]}.")
-    reg_covar = fit_kwargs.pop("reg_covar", 1e-6)
-    fit_kwargs = {"init": "kmeans", "max_iter": 1000, "tol": 1e-6} | fit_kwargs
-    n = Xa.shape[0]
-    per_type = []
-    for cov in types:
-        template = Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar)
-        results = fit_candidates(template, Xa, w, ks, rng_key=rng_key, n_init=n_init, **fit_kwargs)
-        per_type.append(results)
-    return _selection(Xa, n, ks, types, per_type, criterion, weighted=sample_weight is not None)
+    for k in ks:
+        v.check_enough_samples(Xa.shape[0], w, k)
+    moments = data_moments(Xa, w) if needs_data(prior) else None
+    per_type = [
+        fit_candidates(Xa, w, ks, cov, prior, reg_covar=reg_covar, moments=moments, **settings)
+        for cov in types
+    ]
+    return _selection(Xa, Xa.shape[0], Xa.shape[1], ks, types, per_type, prior, reg_covar,
+                      criterion, weighted=sample_weight is not None)  # fmt: skip
 
 
-def _select_rows(X, n_components, covariance_types, prior, criterion, n_init, rng_key, chunk_size,
-                 fit_kwargs):  # fmt: skip
-    """:func:`select` on streamed or sharded rows: every candidate shares each pass."""
-    ks = sorted({v.check_n_components(k) for k in n_components})
-    types = [v.check_covariance_type(t) for t in covariance_types]
-    if not ks or not types:
-        raise ValueError("select needs at least one n_components value and one covariance type.")
-    sample_weight = fit_kwargs.pop("sample_weight", None)
-    reg_covar = fit_kwargs.pop("reg_covar", 1e-6)
-    fit_kwargs = {"init": "kmeans", "max_iter": 1000, "tol": 1e-6} | fit_kwargs
-    templates = [Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar) for cov in types]
-    per_type, n = fit_rows(
-        templates, X, sample_weight, chunk_size=chunk_size, rng_key=rng_key, n_init=n_init,
-        n_components=ks, return_n=True, **fit_kwargs,
+def _select_rows(X, ks, types, prior, criterion, reg_covar, sample_weight, chunk_size, settings):
+    """:func:`select` on a source or sharded rows: every candidate shares each pass."""
+    ks = sorted(set(ks))
+    per_type, n, d = stream.fit_rows(
+        [(cov, ks) for cov in types], X, sample_weight, prior=prior, reg_covar=reg_covar,
+        chunk_size=chunk_size, **settings,
     )  # fmt: skip
-    return _selection(X, n, ks, types, per_type, criterion, weighted=sample_weight is not None)
+    return _selection(X, n, d, ks, types, per_type, prior, reg_covar, criterion,
+                      weighted=sample_weight is not None)  # fmt: skip
 
 
-def _selection(X, n, ks, types, per_type, criterion, weighted) -> Selection:
+def _selection(X, n, d, ks, types, per_type, prior, reg_covar, criterion, weighted):
+    """The table, the fits and the best candidate from each type's outcomes."""
     rows, fits = [], {}
-    for cov, results in zip(types, per_type, strict=True):
-        for k, res in zip(ks, results, strict=True):
+    for cov, outcomes in zip(types, per_type, strict=True):
+        template = Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar)
+        for k, out in zip(ks, outcomes, strict=True):
             row = {"n_components": k, "covariance_type": cov}
-            if isinstance(res, str):
+            if isinstance(out, str):
                 rows.append(
                     row
                     | {
@@ -133,10 +160,11 @@ def _selection(X, n, ks, types, per_type, criterion, weighted) -> Selection:
                         "bic": np.nan,
                         "aic": np.nan,
                         "converged": False,
-                        "error": res,
+                        "error": out,
                     }
                 )
                 continue
+            res = FitResult.from_outcome(template, out, d)
             fits[(k, cov)] = res
             p = res.n_parameters
             # Unweighted, the fit's own log-likelihood is the sum over the rows; scoring them
@@ -160,7 +188,7 @@ def _selection(X, n, ks, types, per_type, criterion, weighted) -> Selection:
             )
     if not fits:
         raise ValueError("No candidate could be fitted; see the errors in the messages above.")
-    import pandas as pd  # imported on first use (0.4 s)
+    import pandas as pd  # imported on first use: a slow import
 
     table = pd.DataFrame(rows)
     best_row = table.loc[table[criterion].idxmin()]

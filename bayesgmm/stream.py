@@ -27,7 +27,6 @@ Passes of a fit:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
@@ -35,26 +34,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .em import _SINGULAR_FACTOR, EMConfig, FitOutput, advance, finish, init_state
+from . import _validation as v
+from . import distributed as dist
+from .driver import Outcome, _best_restart, key_on_host
+from .em import _SINGULAR_FACTOR, EMConfig, advance, finish, init_state
 from .init import _nearest, _nearest_resp_fn, initial_params, kmeans_plusplus, lloyd
 from .mstep import m_step
+from .numerics import float_dtype
 from .params import GMMParams, make_params
-from .passes import UNOPTIMIZED, Job
+from .passes import UNOPTIMIZED, Job, rows_of
+from .priors import DataMoments, resolve_prior
+from .sources import ArraySource, check_chunk_size, choose_chunk_size, is_source, prefetch
 from .stats import accumulate, choose_block_size, e_step, sum_blocks
 
 # Rows of the sample behind the starting values: k-means++ costs K x rows x D per start.
 SAMPLE_ROWS = 2**15
 # At most this many Lloyd iterations as passes over the data after those on the sample.
 LLOYD_PASSES = 20
-
-
-class Moments(NamedTuple):
-    """Weighted data moments from one pass."""
-
-    mean: np.ndarray  # shape=(D,)
-    cov: np.ndarray  # shape=(D, D): divisor sum(w) - 1 (as priors.data_moments)
-    var: np.ndarray  # shape=(D,): divisor sum(w), for the singularity threshold
-    weight: float  # sum of the weights
 
 
 def _per_fit(fn, single: bool, n_shared: int = 0):
@@ -253,23 +249,23 @@ def _seed(rng_key) -> list[int]:
     return [int(x) for x in np.asarray(key, np.uint32).ravel()]
 
 
-def data_moments(rows, take=None):
-    """:class:`Moments` of the rows from one pass (and the rows ``take``, if given)."""
+def data_moments(rows, take=None) -> tuple[DataMoments, tuple | None]:
+    """The rows' :class:`~bayesgmm.priors.DataMoments` from one pass (about process 0's first
+    row, so that the scatter does not cancel), and the rows ``take`` if given."""
     shift = rows.first_row()
     res = rows.run([Job(_moments_fn, shift, None)], take=take)
     (((weight, s1, s2), _),), sample = (res, None) if take is None else res
     weight = float(weight)
-    scatter = s2 - np.outer(s1, s1) / weight
-    mean = shift + s1 / weight
-    cov = scatter / (weight - 1.0 if weight > 1.0 else weight)
-    moments = Moments(mean, cov, np.diagonal(scatter) / weight, weight)
-    return moments, sample
+    s1 = np.asarray(s1, np.float64)
+    covariance = (np.asarray(s2, np.float64) - np.outer(s1, s1) / weight) / weight
+    mean = np.asarray(shift, np.float64) + s1 / weight
+    return DataMoments(mean, covariance, weight), sample
 
 
 def fit(
     rows,
     groups: list[tuple[str, list[int]]],
-    resolve_priors: Callable[[Moments, str, list[int]], list],
+    prior,
     *,
     rng_key,
     n_init: int,
@@ -278,34 +274,35 @@ def fit(
     tol: float,
     reg_covar: float,
     init_params: tuple | None = None,
-) -> list[tuple[FitOutput, list]]:
+) -> list[list[Outcome | str]]:
     """EM fits of every group ``(covariance_type, n_components list)`` on ``rows``.
 
     Parameters
     ----------
     rows : StreamRows or ShardedRows
     groups : list of (str, list of int)
-    resolve_priors : callable
-        ``(moments, covariance_type, ks) -> [PriorParams or None per k]``.
+    prior : None, "default" or Prior
+        Data-based defaults come from the moments of the first pass.
     init_params : (weights, means, covariances), optional
-        The single start of a single fit.
+        The single start of a single fit (validated).
 
     Returns
     -------
-    list of (FitOutput, priors)
-        Per group, host arrays with leading axes (n_candidates, n_init).
+    list of list of Outcome or str
+        Per group and candidate, its best restart, or the message of a singular fit.
     """
     dtype = rows.dtype
+    rng_key = key_on_host(rng_key)
     rng = np.random.default_rng(_seed(rng_key) + [jax.process_index()])
     take = None if init_params is not None else rows.sample(rng, SAMPLE_ROWS)
     moments, sample = data_moments(rows, take)
     eps = np.finfo(dtype).eps
-    threshold = ((_SINGULAR_FACTOR * eps) ** 2 * moments.var).astype(dtype)
+    threshold = ((_SINGULAR_FACTOR * eps) ** 2 * np.diagonal(moments.covariance)).astype(dtype)
     settings = (dtype.type(tol), dtype.type(reg_covar), threshold)
 
     specs = []
     for covariance_type, ks in groups:
-        priors = resolve_priors(moments, covariance_type, ks)
+        priors = [resolve_prior(prior, moments, k, covariance_type) for k in ks]
         batch = None
         if priors[0] is not None:
             batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
@@ -327,8 +324,16 @@ def fit(
             done[g] = bool(finished)
     out = []
     for g, spec in enumerate(specs):
-        res = _finish(states[g], cfgs[g], covariance_type=spec[0], single=_single(spec))
-        out.append((jax.device_get(res), spec[2]))
+        res = jax.device_get(
+            _finish(states[g], cfgs[g], covariance_type=spec[0], single=_single(spec))
+        )
+        ks, priors = spec[1], spec[2]
+        out.append(
+            [
+                _best_restart(res, spec[0], reg_covar, c, int(k), p)
+                for c, (k, p) in enumerate(zip(ks, priors, strict=True))
+            ]
+        )
     return out
 
 
@@ -404,3 +409,83 @@ def _lloyd_passes(rows, specs, centres) -> None:
             centres[g] = (new, centres[g][1])
             if not float(shift) > 0:
                 moving.discard(g)
+
+
+# --------------------------------------------------------------------------- the entry point
+
+
+def streamed_or_sharded(X) -> bool:
+    """Whether ``X`` is fitted here: a source, a sharded source, or a row-sharded array."""
+    return is_source(X) or isinstance(X, dist.ShardedSource) or dist.is_sharded(X)
+
+
+def fit_rows(
+    groups: list[tuple[str, list[int]]],
+    X,
+    sample_weight,
+    *,
+    prior,
+    reg_covar: float,
+    chunk_size,
+    rng_key,
+    n_init: int,
+    init: str,
+    max_iter: int,
+    tol: float,
+    init_params: dict | None = None,
+) -> tuple[list[list[Outcome | str]], int, int]:
+    """:func:`fit` on ``X`` (a source, sharded rows, or an array streamed in chunks).
+
+    The EM settings and the prior are validated already; ``chunk_size``, ``sample_weight``
+    and ``init_params`` are validated here. Returns the outcomes per group and candidate, the
+    number of rows (of every process) and of features.
+    """
+    chunk_size = check_chunk_size(chunk_size)
+    dtype = np.dtype(float_dtype())
+    w = sample_weight
+    if w is not None and not (is_source(w) or dist.is_sharded(w)):
+        if dist.is_sharded(X):
+            w = np.asarray(w)  # checked against this process's rows by the engine
+        else:
+            source = X.source if isinstance(X, dist.ShardedSource) else X
+            w = v.check_sample_weight(w, source.shape[0])
+    rows = rows_of(X, w, chunk_size, dtype)
+    d = rows.n_features
+    ip = None
+    if init_params is not None:
+        covariance_type, (k,) = groups[0]
+        ip = v.check_init_params(init_params, k, d, covariance_type)
+        n_init = 1
+    for _, ks in groups:
+        for k in ks:
+            if k > rows.n_total:
+                raise ValueError(f"n_components={k} exceeds n_samples={rows.n_total}.")
+    outcomes = fit(
+        rows, groups, prior, rng_key=rng_key, n_init=n_init, init=init, max_iter=max_iter,
+        tol=tol, reg_covar=reg_covar, init_params=ip,
+    )  # fmt: skip
+    return outcomes, rows.n_total, d
+
+
+def local_rows(X):
+    """What scoring reads: the source (of this process), or a sharded array's rows in memory."""
+    if isinstance(X, dist.ShardedSource):
+        return X.source.source
+    return dist.local_rows(X) if dist.is_sharded(X) else X
+
+
+def map_source(X, params, n_features: int, fn) -> np.ndarray:
+    """``fn(xt, block_size)`` (a per-row result, (B, ...)) over a source's chunks, joined."""
+    src = ArraySource(X)
+    if src.n_features != n_features:
+        raise ValueError(
+            f"X has {src.n_features} features, but the mixture was fitted with {n_features} "
+            "features."
+        )
+    dtype = np.dtype(params.means.dtype)
+    chunk = choose_chunk_size(None, src.n_rows, n_features, dtype.itemsize)
+    block = choose_block_size(chunk, params.means.shape[0], n_features)
+    parts = [
+        np.asarray(fn(c.xt, block))[: c.stop - c.start] for c in prefetch(src, None, chunk, dtype)
+    ]
+    return np.concatenate(parts)
