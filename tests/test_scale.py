@@ -308,3 +308,13 @@ def test_default_start_from_a_sample_reaches_the_in_memory_optimum(x64, tmp_path
     np.testing.assert_allclose(
         np.asarray(got.means)[order[0]], np.asarray(ref.means)[order[1]], atol=1e-4
     )
+
+
+def test_select_on_a_source_shares_the_passes(x64, tmp_path):
+    X, w = _data()
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    ref = bg.select(X, [1, 2], ("diag",), prior="default", sample_weight=w)
+    got = bg.select(Xm, [1, 2], ("diag",), prior="default", sample_weight=w, chunk_size=500)
+    np.testing.assert_allclose(got.table["bic"], ref.table["bic"], rtol=1e-9)
+    assert got.best.n_components == ref.best.n_components == 2
