@@ -318,3 +318,40 @@ def test_select_on_a_source_shares_the_passes(x64, tmp_path):
     got = bg.select(Xm, [1, 2], ("diag",), prior="default", sample_weight=w, chunk_size=500)
     np.testing.assert_allclose(got.table["bic"], ref.table["bic"], rtol=1e-9)
     assert got.best.n_components == ref.best.n_components == 2
+
+
+# --------------------------------------------------------------------------- command line input
+
+
+def test_cli_reads_npy_streamed_and_parquet(tmp_path, monkeypatch, capsys):
+    from bayesgmm.cli.console import CLIError
+    from bayesgmm.cli.read import read_data
+    from bayesgmm.sources import is_source
+
+    X, _ = _data()
+    np.save(tmp_path / "x.npy", X)
+    got, names = read_data(tmp_path / "x.npy", None)
+    assert is_source(got) and names == ["x0", "x1", "x2"]  # a memory map: the fit streams it
+    np.testing.assert_array_equal(got, X)
+    picked, names = read_data(tmp_path / "x.npy", "x2,x0")
+    np.testing.assert_array_equal(picked, X[:, [2, 0]])
+    assert "memory-mapped" in capsys.readouterr().out
+    np.save(tmp_path / "bad.npy", np.array(["a", "b"]))
+    with pytest.raises(CLIError, match="needs numbers"):
+        read_data(tmp_path / "bad.npy", None)
+    with pytest.raises(CLIError, match="no such file"):
+        read_data(tmp_path / "missing.npy", None)
+
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(label="z")
+    frame.to_parquet(tmp_path / "x.parquet")
+    got, names = read_data(tmp_path / "x.parquet", None)
+    assert names == ["a", "b", "c"] and "left out the non-numeric label" in capsys.readouterr().out
+    np.testing.assert_array_equal(got, X)
+    frame.assign(b=np.where(np.arange(N) == 5, np.nan, X[:, 1])).to_parquet(tmp_path / "n.parquet")
+    with pytest.raises(CLIError, match="missing value"):
+        read_data(tmp_path / "n.parquet", None)
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
+    with pytest.raises(CLIError, match=r"bayesgmm\[io\]"):
+        read_data(tmp_path / "x.parquet", None)
