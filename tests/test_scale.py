@@ -212,6 +212,7 @@ def test_array_stores_stream_like_memory(x64, tmp_path):
     ref = _reference("full/ml", X, w)
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f["X"] = X
+        f["w"] = w
     z = zarr.create_array(tmp_path / "x.zarr", shape=X.shape, chunks=(400, 3), dtype="f8")
     z[:] = X
     with h5py.File(tmp_path / "x.h5", "r") as f:
@@ -219,6 +220,9 @@ def test_array_stores_stream_like_memory(x64, tmp_path):
             got = _reference("full/ml", source, w, chunk_size=500)
             np.testing.assert_allclose(got.means, ref.means, rtol=1e-9)
             assert abs(got.log_likelihood - ref.log_likelihood) <= 1e-11 * abs(ref.log_likelihood)
+        # The weights may be a source too.
+        got = _reference("full/ml", f["X"], f["w"], chunk_size=500)
+        np.testing.assert_allclose(got.covariances, ref.covariances, rtol=1e-9)
         # Scoring in chunks equals scoring in memory.
         np.testing.assert_allclose(ref.score_samples(f["X"]), ref.score_samples(X), rtol=1e-12)
         np.testing.assert_array_equal(ref.predict(z), ref.predict(X))
