@@ -123,6 +123,7 @@ def test_streamed_equals_in_memory(x64, tmp_path, chunk_size):
         _assert_same(ref, flat, "c")
 
 
+@pytest.mark.slow  # subprocesses that compile every case (still run by default)
 def test_four_devices_equal_one(x64, tmp_path):
     inp = _inputs(tmp_path, [f"{c}/sharded" for c in CASES])
     out = tmp_path / "out.npz"
@@ -142,6 +143,7 @@ def test_four_devices_equal_one(x64, tmp_path):
         _assert_same(_reference(case, X, w), got, f"{case}/sharded")
 
 
+@pytest.mark.slow  # subprocesses that compile every case (still run by default)
 def test_two_processes_equal_one(x64, tmp_path):
     # The four types, ML and MAP, sharded in memory; two of them streamed (chunks of 500 rows).
     cases = [f"{c}/sharded" for c in ("full/ml", "tied/map", "diag/ml", "spherical/map")]
