@@ -17,6 +17,7 @@ Both also draw a uniform sample of the rows, the same on every process, for the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -123,10 +124,13 @@ class StreamRows:
 
         pools = [ThreadPoolExecutor(1) for _ in range(n_workers)]
         pending: list[Any] = [None] * n_workers
-        try:
-            chunks = prefetch(
-                self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device
-            )
+        chunks = prefetch(
+            self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device
+        )
+        # closing: an error in a worker stops the prefetch thread too.
+        with contextlib.closing(chunks), contextlib.ExitStack() as stack:
+            for pool in pools:
+                stack.callback(pool.shutdown, wait=True, cancel_futures=True)
             for index, chunk in enumerate(chunks):
                 if take is not None:
                     x_host, w_host = chunk.host
@@ -144,9 +148,6 @@ class StreamRows:
             for p in pending:
                 if p is not None:
                     p.result()
-        finally:
-            for pool in pools:
-                pool.shutdown(wait=True, cancel_futures=True)
         used = [a for a in accs if a[0] is not None]
         local = [jax.tree.map(lambda *x: sum(x[1:], x[0]), *col) for col in zip(*used, strict=True)]
         sums = dist.process_sum(jax.device_get(local))

@@ -43,7 +43,7 @@ from .mstep import m_step
 from .numerics import float_dtype
 from .params import GMMParams, make_params
 from .passes import UNOPTIMIZED, Job, rows_of
-from .priors import DataMoments, resolve_prior
+from .priors import DataMoments, PriorParams, resolve_prior
 from .sources import ArraySource, check_chunk_size, choose_chunk_size, is_source, prefetch
 from .stats import accumulate, choose_block_size, e_step, sum_blocks
 
@@ -235,11 +235,18 @@ def _finish(state, cfg, covariance_type, single):
 
 
 class Group(NamedTuple):
-    """The fits of one covariance type: candidates ``n_active`` (each ``n_init`` restarts)."""
+    """The fits of one covariance type: candidates ``ks``, each with ``n_fits`` restarts."""
 
     covariance_type: str
-    n_active: np.ndarray  # shape=(n_candidates,), int32
+    ks: np.ndarray  # shape=(n_candidates,), int32: the candidates' numbers of components
     priors: list  # PriorParams or None per candidate
+    prior_batch: PriorParams | None  # the priors stacked (leading axis n_candidates)
+    n_fits: int  # restarts per candidate
+
+    @property
+    def single(self) -> bool:
+        """One fit: the compiled steps take no batch axes."""
+        return self.n_fits == 1 and len(self.ks) == 1
 
 
 def _seed(rng_key) -> list[int]:
@@ -307,7 +314,7 @@ def fit(
         if priors[0] is not None:
             batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
         n_fits = 1 if init_params is not None else n_init
-        specs.append((covariance_type, np.asarray(ks, np.int32), priors, batch, n_fits))
+        specs.append(Group(covariance_type, np.asarray(ks, np.int32), priors, batch, n_fits))
 
     starts = _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter)
     states = [s[1] for s in starts]
@@ -315,30 +322,29 @@ def fit(
     done = [False] * len(specs)
     while not all(done):
         live = [g for g, d in enumerate(done) if not d]
-        jobs = [Job(_estep_fn, states[g].params, (specs[g][0], _single(specs[g]))) for g in live]
+        jobs = [
+            Job(_estep_fn, states[g].params, (specs[g].covariance_type, specs[g].single))
+            for g in live
+        ]
         for g, (stats, ref) in zip(live, rows.run(jobs), strict=True):
             states[g], finished = _advance(
-                states[g], stats, ref, cfgs[g], covariance_type=specs[g][0],
-                max_iter=max_iter, single=_single(specs[g]),
+                states[g], stats, ref, cfgs[g], covariance_type=specs[g].covariance_type,
+                max_iter=max_iter, single=specs[g].single,
             )  # fmt: skip
             done[g] = bool(finished)
     out = []
     for g, spec in enumerate(specs):
         res = jax.device_get(
-            _finish(states[g], cfgs[g], covariance_type=spec[0], single=_single(spec))
+            _finish(states[g], cfgs[g], covariance_type=spec.covariance_type, single=spec.single)
         )
-        ks, priors = spec[1], spec[2]
+        ks, priors = spec.ks, spec.priors
         out.append(
             [
-                _best_restart(res, spec[0], reg_covar, c, int(k), p)
+                _best_restart(res, spec.covariance_type, reg_covar, c, int(k), p)
                 for c, (k, p) in enumerate(zip(ks, priors, strict=True))
             ]
         )
     return out
-
-
-def _single(spec) -> bool:
-    return spec[4] == 1 and len(spec[1]) == 1
 
 
 def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter):
@@ -368,7 +374,7 @@ def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter)
     out: list = [None] * len(specs)
     centres: dict[int, tuple] = {}
     for g, (covariance_type, ks, _, prior, n_fits) in enumerate(specs):
-        single = _single(specs[g])
+        single = specs[g].single
         if init == "random":
             params, active = _sample_random(
                 rng_key, sample_t, sample_w, ks, prior, settings[1], n_components=int(ks.max()),
@@ -386,12 +392,15 @@ def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter)
     if init == "kmeans" and not all_rows:
         _lloyd_passes(rows, specs, centres)
     if centres:
-        jobs = [Job(_nearest_fn, centres[g], (specs[g][0], _single(specs[g]))) for g in centres]
+        jobs = [
+            Job(_nearest_fn, centres[g], (specs[g].covariance_type, specs[g].single))
+            for g in centres
+        ]
         for g, (stats, _) in zip(centres, rows.run(jobs), strict=True):
-            covariance_type, prior = specs[g][0], specs[g][3]
+            covariance_type, prior = specs[g].covariance_type, specs[g].prior_batch
             out[g] = _start_from_stats(
                 stats, *centres[g], prior, settings, covariance_type=covariance_type,
-                max_iter=max_iter, single=_single(specs[g]),
+                max_iter=max_iter, single=specs[g].single,
             )  # fmt: skip
     return out
 
@@ -403,7 +412,7 @@ def _lloyd_passes(rows, specs, centres) -> None:
         if not moving:
             return
         live = sorted(moving)
-        jobs = [Job(_lloyd_fn, centres[g], _single(specs[g])) for g in live]
+        jobs = [Job(_lloyd_fn, centres[g], specs[g].single) for g in live]
         for g, (sums, _) in zip(live, rows.run(jobs), strict=True):
             new, shift = _lloyd_update(centres[g][0], sums)
             centres[g] = (new, centres[g][1])
