@@ -6,11 +6,12 @@ is not an in-memory NumPy or JAX array: ``np.load(path, mmap_mode="r")`` (a ``np
 rows chunk by chunk, and a background thread reads, checks and converts chunk ``i + 1`` while the
 caller computes on chunk ``i``.
 
-Memory budget of a pass, whatever the number of rows: the chunk being computed on, one chunk
-waiting in the queue and one being read (each ``chunk_size`` rows of the working dtype, plus the
-raw rows of the source's dtype while they are converted). By default a chunk holds about
-``CHUNK_BYTES`` (32 MiB) of working-dtype data, so a pass keeps about 4 x 32 MiB of rows
-resident, on top of the JAX runtime and the compiled programs.
+Memory budget of a pass, whatever the number of rows: the chunks being computed on (one per
+worker thread of :class:`bayesgmm.passes.StreamRows`: one per core on a CPU), one chunk waiting
+in the queue and one being read (each ``chunk_size`` rows of the working dtype, plus the raw
+rows of the source's dtype while they are converted). By default a chunk holds about
+``CHUNK_BYTES`` (32 MiB) of working-dtype data, so on 2 cores a pass keeps about 4 x 32 MiB of
+rows resident, on top of the JAX runtime and the compiled programs.
 """
 
 from __future__ import annotations
