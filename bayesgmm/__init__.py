@@ -21,6 +21,7 @@ _EXPORTS = {
     "datasets": None,
     "plot_compare": "posterior",
     "select": "select",
+    "shard_rows": "distributed",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -35,6 +35,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _validation as v
+from . import stream
 from .api import FitResult, Mixture
 from .driver import data_moments, fit_candidates
 from .numerics import float_dtype
@@ -145,13 +146,16 @@ def select(
     tol: float = 1e-6,
     reg_covar: float = 1e-6,
     sample_weight: ArrayLike | None = None,
+    chunk_size: int | None = None,
     **unknown,
 ) -> Selection:
     """Fit every (n_components, covariance_type) candidate by EM and rank them.
 
     Parameters
     ----------
-    X : array of shape (n_samples, n_features) or (n_samples,)
+    X : array of shape (n_samples, n_features) or (n_samples,), a source, or sharded rows
+        As in :meth:`Mixture.fit_em`: a source is streamed, and every candidate, restart and
+        covariance type shares each pass over it.
     n_components : int or iterable of int, default=range(1, 10)
         Candidates larger than n_samples are skipped.
     covariance_types : str or iterable of str, default=all four
@@ -165,6 +169,8 @@ def select(
     init, max_iter, tol, reg_covar, sample_weight
         As in :class:`Mixture` and :meth:`Mixture.fit_em`. ``init_params`` is not accepted:
         a start for one number of components cannot serve several.
+    chunk_size : int, optional
+        Rows read at a time from a source (as in :meth:`Mixture.fit_em`).
 
     Returns
     -------
@@ -189,8 +195,8 @@ def select(
         )
         raise ValueError(
             f"select got unexpected keyword argument(s) {sorted(unknown)}; it accepts "
-            "prior, criterion, n_init, rng_key, init, max_iter, tol, reg_covar, sample_weight."
-            + hint
+            "prior, criterion, n_init, rng_key, init, max_iter, tol, reg_covar, sample_weight, "
+            "chunk_size." + hint
         )
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
@@ -201,11 +207,15 @@ def select(
     if prior is not None and not (isinstance(prior, Prior) or prior == "default"):
         raise ValueError(f"prior must be None, 'default' or a bayesgmm.Prior, got {prior!r}.")
     v.check_em_prior(prior)
-    Xa = v.check_X(X, dtype=float_dtype())
     ks = [v.check_n_components(k) for k in _as_list(n_components, "n_components")]
     types = [v.check_covariance_type(t) for t in _as_list(covariance_types, "covariance_types")]
     if not ks or not types:
         raise ValueError("select needs at least one n_components value and one covariance type.")
+    if chunk_size is not None or stream.streamed_or_sharded(X):
+        return _select_rows(
+            X, ks, types, prior, criterion, reg_covar, sample_weight, chunk_size, settings
+        )
+    Xa = v.check_X(X, dtype=float_dtype())
     w = v.check_sample_weight(sample_weight, Xa.shape[0])
     ks = [k for k in ks if k <= Xa.shape[0]]
     if not ks:
@@ -213,13 +223,30 @@ def select(
     for k in ks:
         v.check_enough_samples(Xa.shape[0], w, k)
     moments = data_moments(Xa, w) if needs_data(prior) else None
-    n = Xa.shape[0]
+    per_type = [
+        fit_candidates(Xa, w, ks, cov, prior, reg_covar=reg_covar, moments=moments, **settings)
+        for cov in types
+    ]
+    return _selection(Xa, Xa.shape[0], Xa.shape[1], ks, types, per_type, prior, reg_covar,
+                      criterion, weighted=sample_weight is not None)  # fmt: skip
+
+
+def _select_rows(X, ks, types, prior, criterion, reg_covar, sample_weight, chunk_size, settings):
+    """:func:`select` on a source or sharded rows: every candidate shares each pass."""
+    ks = sorted(set(ks))
+    per_type, n, d = stream.fit_rows(
+        [(cov, ks) for cov in types], X, sample_weight, prior=prior, reg_covar=reg_covar,
+        chunk_size=chunk_size, **settings,
+    )  # fmt: skip
+    return _selection(X, n, d, ks, types, per_type, prior, reg_covar, criterion,
+                      weighted=sample_weight is not None)  # fmt: skip
+
+
+def _selection(X, n, d, ks, types, per_type, prior, reg_covar, criterion, weighted):
+    """The table, the fits and the best candidate from each type's outcomes."""
     rows, fits, reasons = [], {}, {}
-    for cov in types:
+    for cov, outcomes in zip(types, per_type, strict=True):
         template = Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar)
-        outcomes = fit_candidates(
-            Xa, w, ks, cov, prior, reg_covar=reg_covar, moments=moments, **settings
-        )
         for k, out in zip(ks, outcomes, strict=True):
             row = {"n_components": k, "covariance_type": cov}
             if isinstance(out, str):
@@ -237,15 +264,15 @@ def select(
                     }
                 )
                 continue
-            res = FitResult.from_outcome(template, out, Xa.shape[1])
+            res = FitResult.from_outcome(template, out, d)
             fits[(k, cov)] = res
             p = res.n_parameters
             # Unweighted, the fit's own log-likelihood is the sum over the rows; scoring them
             # again would compile one program per K.
             ll = (
                 res.log_likelihood
-                if sample_weight is None
-                else float(np.sum(np.asarray(res.score_samples(Xa), np.float64)))
+                if not weighted
+                else float(np.sum(np.asarray(res.score_samples(X), np.float64)))
             )
             rows.append(
                 row
@@ -275,7 +302,7 @@ def select(
         warnings.warn(
             _degenerate_message(bad, criterion, len(sound) > 0, prior),
             DegenerateFitWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return Selection(table=table, best=best, criterion=criterion, fits=fits)
 
