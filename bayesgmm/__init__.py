@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (None: the submodule of that name)
 _EXPORTS = {
+    "DegenerateFitWarning": "select",
     "FitResult": "api",
     "Mixture": "api",
     "MultimodalPosteriorWarning": "exceptions",
@@ -21,6 +22,7 @@ _EXPORTS = {
     "datasets": None,
     "plot_compare": "posterior",
     "select": "select",
+    "shard_rows": "distributed",
 }
 __all__ = sorted(_EXPORTS)
 
