@@ -291,22 +291,10 @@ class Mixture:
 
         The sampler runs NumPyro's NUTS on the model that :meth:`model` declares (the component
         assignments are marginalised), so it needs a proper prior: ``prior="default"`` or a
-        :class:`Prior`. The prior is resolved from ``X`` as :meth:`fit_em` resolves it.
-
-        Modes. A mixture posterior can have separated modes that are not label permutations of
-        one another. Many cheap MAP-EM restarts (vmapped, from random data points) find the
-        distinct optima within a few nats of the best; ``num_chains`` chains start from each
-        (and from ``init`` when given). Each draw is assigned to the configuration whose
-        allocation probabilities are nearest; when chains occupy more than one, the modes'
-        masses are estimated by importance sampling and the returned chains hold each mode in
-        proportion to its mass. A :class:`bayesgmm.MultimodalPosteriorWarning` names the modes
-        and their masses, and is also raised when the masses cannot be established, when the
-        chains of one mode disagree beyond a label permutation, or when chains leave every EM
-        configuration.
-
-        Labels. The draws are relabelled by Stephens' (2000) Kullback-Leibler algorithm on the
-        allocation probabilities, started from the best EM optimum so that labels follow its
-        order; permutation-invariant quantities are stored beside them.
+        :class:`Prior`, resolved from ``X`` as :meth:`fit_em` does. Chains start from every
+        distinct optimum of many EM restarts; separated modes are weighed by importance sampling
+        and named, with their masses, by a :class:`bayesgmm.MultimodalPosteriorWarning` (see
+        :mod:`bayesgmm.sampler`).
 
         Parameters
         ----------
@@ -318,11 +306,8 @@ class Mixture:
         num_samples : int, default=1000
             Draws kept per chain.
         init : FitResult, dict or None, default=None
-            A reference fit to start chains from (first, before the EM optima): a
-            :class:`FitResult` of this mixture, or a dict with ``weights``, ``means`` and
-            ``covariances``. The internal EM restarts use the same prior with a weight
-            concentration of at least 1.001 (so that a component holding no data keeps a tiny
-            positive weight).
+            A fit of this mixture (or a dict of ``weights``, ``means``, ``covariances``) to
+            start chains from, besides the EM optima.
         sample_weight : array of shape (n_samples,), optional
             Per-row weights of the log-likelihood, as in :meth:`fit_em`.
         progress_bar : bool or None, default=None
@@ -351,13 +336,10 @@ class Mixture:
             - ``sample_stats``: ``lp``, ``energy``, ``acceptance_rate``, ``step_size``,
               ``n_steps``, ``tree_depth``, ``reached_max_tree_depth``, ``diverging`` and
               ``relabeled`` (whether the draw's components were permuted to the reference order;
-              the fraction is in ``sample_stats.attrs["relabeled_fraction"]``) and ``mode``
-              (the EM configuration each draw is in; ``posterior.attrs`` hold ``mode_masses``,
-              ``mode_summary``, ``n_modes``, ``multimodal`` (0 or 1) and ``chains_outside``).
-            - ``posterior_invariant``: ``log_likelihood_total`` (chain, draw), the weighted total
-              log-likelihood, and ``log_density_at`` (chain, draw, point), the mixture
-              log-density at the 10%, 50% and 90% quantiles of each feature
-              (``attrs["density_points"]``): their R-hat and ESS do not depend on labels.
+              the fraction is in ``sample_stats.attrs["relabeled_fraction"]``) and ``mode`` (each
+              draw's EM configuration; ``posterior.attrs``: ``mode_masses``, ``multimodal``...).
+            - ``posterior_invariant``: ``log_likelihood_total`` (chain, draw) and
+              ``log_density_at`` (chain, draw, point), at feature quantiles 0.1, 0.5, 0.9.
             - ``log_likelihood``: ``obs`` (chain, draw, obs_id), the log-density of each row
               (not multiplied by ``sample_weight``), for ``arviz.loo`` and ``arviz.compare``.
             - ``observed_data``: ``obs`` (obs_id, feature); ``constant_data``: ``sample_weight``
@@ -376,22 +358,8 @@ class Mixture:
         """
         from .sampler import sample_posterior
 
-        if isinstance(init, FitResult):
-            d = v.check_X(X).shape[1]
-            expected = (self.n_components, self.covariance_type, d)
-            if (init.n_components, init.covariance_type, init.n_features_in) != expected:
-                raise ValueError(
-                    "init must be a fit of the same mixture: expected n_components="
-                    f"{self.n_components}, covariance_type={self.covariance_type!r}, "
-                    f"n_features={d}; got n_components={init.n_components}, "
-                    f"covariance_type={init.covariance_type!r}, n_features={init.n_features_in}."
-                )
-            init = {name: np.asarray(a, np.float64) for name, a in init.params.items()}
-        elif init is not None and not isinstance(init, dict):
-            raise ValueError(
-                "init must be None, a FitResult (e.g. from Mixture.fit_em) or a dict with "
-                f"'weights', 'means' and 'covariances'; got {type(init).__name__}."
-            )
+        if isinstance(init, FitResult):  # the sampler takes arrays: check and unpack here
+            init = init._for_sampler(self, v.check_X(X).shape[1])
         return sample_posterior(
             self,
             X,
@@ -607,6 +575,15 @@ class FitResult:
         z = jax.random.normal(k2, (n_samples, d), self.means.dtype)
         X_new = self.means[labels] + jnp.einsum("nde,ne->nd", chol[labels], z)
         return X_new, labels
+
+    def _for_sampler(self, mixture: Mixture, n_features: int) -> dict[str, np.ndarray]:
+        """This fit's parameters (NumPy float64) as a sampler's start; it must fit ``mixture``."""
+        got = (self.n_components, self.covariance_type, self.n_features_in)
+        want = (mixture.n_components, mixture.covariance_type, n_features)
+        if got != want:
+            names = "(n_components, covariance_type, n_features)"
+            raise ValueError(f"init must be a fit of the same mixture: {names} {want}, got {got}.")
+        return {name: np.asarray(a, np.float64) for name, a in self.params.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python summary (lists and floats), e.g. for JSON."""

@@ -383,18 +383,8 @@ def sample_posterior(
             key_r = jax.random.fold_in(key_jitter, r)
             starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, key_r)
             keys = jax.random.split(jax.random.fold_in(key_chains, r), s.num_chains)
-            runs.append(
-                _run_chains(
-                    kernel,
-                    s.chain_method,
-                    starts,
-                    keys,
-                    args,
-                    s.num_warmup,
-                    s.num_samples,
-                    progress,
-                )
-            )
+            chains = (kernel, s.chain_method, starts, keys, args, s.num_warmup, s.num_samples)
+            runs.append(_run_chains(*chains, progress))
         sampling_time = time.perf_counter() - t_sample
     finally:
         progress.close()

@@ -189,6 +189,11 @@ def sample_posterior(
         raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}.")
     max_tree_depth = v.check_positive_int(max_tree_depth, "max_tree_depth")
     method = choose_chain_method(chain_method, num_chains)
+    if init is not None and not isinstance(init, dict):
+        raise ValueError(
+            "init must be None, a FitResult (e.g. from Mixture.fit_em) or a dict with "
+            f"'weights', 'means' and 'covariances'; got {type(init).__name__}."
+        )
     if init is not None:
         checked = v.check_init_params(init, k, d, ct)
         init = {
