@@ -233,11 +233,20 @@ class FitStatic(NamedTuple):
     n_init: int
     block_size: int  # rows per block, see :func:`bayesgmm.stats.choose_block_size`
     n_candidates: int  # len(FitSettings.n_active)
+    # True: restarts run together for SHORT_EM_ITERS iterations and only the best of each
+    # candidate runs on (the fitting driver); False: every restart runs to the end and all are
+    # returned (the sampler's reference fits want every mode).
+    short_restarts: bool = False
 
     @property
     def single(self) -> bool:
         """One fit (no batch axes): a smaller program whose block operations are plain products."""
         return self.n_init == 1 and self.n_candidates == 1
+
+    @property
+    def one_run(self) -> bool:
+        """The main loop runs one fit without batch axes (after any short restarts)."""
+        return self.n_candidates == 1 and (self.n_init == 1 or self.short_restarts)
 
 
 def _start(
@@ -323,10 +332,11 @@ def _prepare(
     Returns
     -------
     (EMConfig, EMState)
-        Leaves without batch axes for one candidate, else with leading axes (n_candidates, 1).
+        Leaves without batch axes for one run (``static.one_run``), else with leading axes
+        (n_candidates, 1) after short restarts, (n_candidates, n_init) without.
     """
     cfg, state = _start(Xt, sample_weight, settings, static)
-    if static.n_init > 1:
+    if static.n_init > 1 and static.short_restarts:
         short = min(static.max_iter, SHORT_EM_ITERS)
         run = partial(
             _loop,
@@ -357,7 +367,7 @@ def _prepare(
             done=finished,
             objective=jnp.where(finished, state.objective, previous),
         )
-    if static.n_candidates == 1 and not static.single:
+    if static.one_run and not static.single:
         cfg, state = jax.tree.map(lambda a: a[0, 0], (cfg, state))
     return cfg, state
 
@@ -368,10 +378,11 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
     Returns
     -------
     FitOutput
-        Every leaf has leading axes (n_candidates, 1): one restart per candidate is kept.
+        Every leaf has leading axes (n_candidates, 1) with ``static.short_restarts`` (the best
+        restart of each candidate), else (n_candidates, n_init).
     """
     cfg, state = _prepare(Xt, sample_weight, settings, static)
-    covariance_type, single = static.covariance_type, static.n_candidates == 1
+    covariance_type, single = static.covariance_type, static.one_run
 
     def run(cfg, state):
         state = _loop(
@@ -452,7 +463,7 @@ def _fit_threaded(
 ) -> FitOutput:
     """:func:`_fit` with the E-step of every iteration shared among ``n_threads`` threads."""
     cfg, state = _prepare_jit(Xt, sample_weight, settings, static=static)
-    covariance_type, single = static.covariance_type, static.n_candidates == 1
+    covariance_type, single = static.covariance_type, static.one_run
     share = partial(
         _share_e_step_jit,
         Xt,
@@ -525,8 +536,9 @@ def fit(
     Returns
     -------
     FitOutput
-        Every leaf has leading axes (n_candidates, 1): with ``n_init`` restarts, the best
-        after :data:`SHORT_EM_ITERS` iterations is the one run to convergence and returned.
+        Every leaf has leading axes (n_candidates, n_init), or (n_candidates, 1) with
+        ``static.short_restarts``: the restart that is best after :data:`SHORT_EM_ITERS`
+        iterations is the one run to convergence and returned.
     """
     d, n = Xt.shape
     size = n * static.n_components * d * static.n_candidates * static.n_init
