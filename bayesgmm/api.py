@@ -209,10 +209,7 @@ class Mixture:
             processes. Either gives the in-memory fit up to rounding.
         rng_key : int or jax.random key, default=0
         n_init : int, default=10
-            Starts drawn by ``init``. They run together under ``vmap`` for a few EM iterations
-            (20); the one with the best objective then runs to convergence. Ten k-means++
-            starts reach mclust's optima on the classic data sets where one start often does
-            not.
+            Starts; run together for 20 EM iterations, the best then runs to convergence.
         init : {"kmeans", "kmeans++", "random", "random_from_data"}, default="kmeans++"
             ``"k-means++"`` (scikit-learn's spelling) is ``"kmeans++"``.
         max_iter : int, default=1000
