@@ -209,9 +209,8 @@ class Mixture:
             processes. Either gives the in-memory fit up to rounding.
         rng_key : int or jax.random key, default=0
         n_init : int, default=10
-            Starts; run together for 20 EM iterations, the best then runs to convergence.
-        init : {"kmeans", "kmeans++", "random", "random_from_data"}, default="kmeans++"
-            ``"k-means++"`` (scikit-learn's spelling) is ``"kmeans++"``.
+            Starts: 20 EM iterations together, then the best one alone to convergence.
+        init : {"kmeans", "kmeans++", "k-means++", "random", "random_from_data"}, default="kmeans++"
         max_iter : int, default=1000
             Maximum number of iterations (E-step + M-step); 0 returns the start, scored.
         tol : float, default=1e-6
