@@ -8,6 +8,8 @@ memory (``ru_maxrss``) is its own. Reported per configuration and library:
   the first call, which compiles, is timed apart ("first call"); the repeats are the second and
   later calls, as in any loop over data sets of one shape.
 - speed-up: scikit-learn's ms/iter divided by the library's.
+- cpu ms/iter: the median processor time (all threads of the process) per iteration: the work
+  done, which other jobs on a shared machine inflate far less than the wall-clock time.
 - peak MiB: the subprocess's peak resident memory during the timed fits after the first (Linux:
   VmHWM, reset after the first call, which may compile; elsewhere ru_maxrss, which includes the
   first call); "fit MiB" the part of it above the resident memory before those fits (library
@@ -102,11 +104,13 @@ def _time(fn, repeats: int) -> tuple[float, list[float], object]:
     # The first call may compile, whose memory is no part of the fit's working set.
     MEMORY["first_peak_mib"] = _peak_rss()
     MEMORY["warm_base_mib"] = _reset_peak_rss()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    MEMORY["cpu_times"] = cpu
     return first, times, out
 
 
@@ -322,8 +326,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"# {args.iters} EM iterations per fit from the same start, median of {args.repeats}")
     header = (
         f"{'n x D, K':>18} {'type':>5} {'dtype':>7} {'library':>9} {'ms/iter':>9} "
-        f"{'speed-up':>8} {'first call s':>12} {'peak MiB':>9} {'fit MiB':>8} {'data MiB':>8} "
-        f"{'ll/sample':>12} agree"
+        f"{'speed-up':>8} {'cpu ms/it':>9} {'first call s':>12} {'peak MiB':>9} {'fit MiB':>8} "
+        f"{'data MiB':>8} {'ll/sample':>12} agree"
     )
     print(
         "# peak MiB: resident memory of the process at its peak during the timed (warm) fits; "
@@ -360,6 +364,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         )
                         continue
                     ms = 1e3 * float(np.median(out["times"])) / args.iters
+                    cpu_ms = 1e3 * float(np.median(out.get("cpu_times", [np.nan]))) / args.iters
                     speedup = (
                         1e3 * float(np.median(sk["times"])) / args.iters / ms
                         if "times" in sk
@@ -378,6 +383,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         dtype=dtype,
                         library=lib,
                         ms_per_iter=ms,
+                        cpu_ms_per_iter=cpu_ms,
                         speedup=speedup,
                         load=load,
                         **out,
@@ -387,7 +393,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         per_dtype[dtype] = row
                     print(
                         f"{label:>18} {covariance_type:>5} {dtype:>7} {lib:>9} {ms:9.2f} "
-                        f"{speedup:8.1f} {out['first']:12.2f} {out['peak_mib']:9.0f} "
+                        f"{speedup:8.1f} {cpu_ms:9.1f} {out['first']:12.2f} {out['peak_mib']:9.0f} "
                         f"{out['peak_mib'] - out['warm_base_mib']:8.0f} {out['data_mib']:8.1f} "
                         f"{out['ll']:12.6f} {agree}  load {load[0]:.1f}-{load[1]:.1f}",
                         flush=True,
@@ -441,8 +447,8 @@ def markdown(rows: list[dict], precision: list[dict]) -> str:
     """The README's table: one line per configuration, the libraries side by side."""
     lines = [
         "| n x D, K | type | dtype | scikit-learn | bayesgmm | speed-up | gmmx "
-        "| bayesgmm peak MiB (data MiB) | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| bayesgmm cpu ms | bayesgmm peak MiB (data MiB) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[tuple, dict] = {}
     for r in rows:
@@ -455,10 +461,11 @@ def markdown(rows: list[dict], precision: list[dict]) -> str:
 
         speedup = f"{bg['speedup']:.1f}x" if bg and sk else ""
         memory = f"{bg['peak_mib']:.0f} ({bg['data_mib']:.3g})" if bg else ""
+        cpu = f"{bg['cpu_ms_per_iter']:.3g}" if bg else ""
         load = next(iter(libs.values()))["load"]
         lines.append(
             f"| {_short(n)} x {d}, {k} | {covariance_type} | {dtype} | {ms(sk)} | {ms(bg)} "
-            f"| {speedup} | {ms(gx)} | {memory} | {load[0]:.0f}-{load[1]:.0f} |"
+            f"| {speedup} | {ms(gx)} | {cpu} | {memory} | {load[0]:.0f}-{load[1]:.0f} |"
         )
     lines += ["", *(_precision_line(c).lstrip("# ") for c in precision)]
     return "\n".join(lines)
