@@ -12,14 +12,17 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (None: the submodule of that name)
 _EXPORTS = {
+    "DegenerateFitWarning": "select",
     "FitResult": "api",
     "Mixture": "api",
+    "MultimodalPosteriorWarning": "exceptions",
     "Prior": "priors",
     "Selection": "select",
     "compare": "posterior",
     "datasets": None,
     "plot_compare": "posterior",
     "select": "select",
+    "shard_rows": "distributed",
 }
 __all__ = sorted(_EXPORTS)
 
