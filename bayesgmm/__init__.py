@@ -3,6 +3,7 @@
 from . import datasets
 from .api import FitResult, Mixture
 from .posterior import compare, plot_compare
+from .predictive import posterior_membership
 from .priors import Prior
 from .select import Selection, select
 
@@ -14,6 +15,7 @@ __all__ = [
     "compare",
     "datasets",
     "plot_compare",
+    "posterior_membership",
     "select",
 ]
 __version__ = "0.1.0"

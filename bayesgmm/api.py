@@ -247,6 +247,7 @@ class Mixture:
         max_tree_depth: int = 10,
         dense_mass: bool = False,
         log_likelihood: bool = True,
+        posterior_predictive: bool = False,
     ):
         """Sample the posterior of the weights, means and covariances with NUTS.
 
@@ -285,6 +286,10 @@ class Mixture:
             Adapt a dense mass matrix instead of a diagonal one.
         log_likelihood : bool, default=True
             Store the pointwise log-likelihood (n_chains x n_draws x n_samples values).
+        posterior_predictive : bool, default=False
+            Add a ``posterior_predictive`` group: one replicated data set per draw
+            (n_chains x n_draws x n_samples x n_features values), for ArviZ's predictive checks
+            such as ``arviz_plots.plot_ppc_dist``.
 
         Returns
         -------
@@ -302,6 +307,11 @@ class Mixture:
               (not multiplied by ``sample_weight``), for ``arviz.loo`` and ``arviz.compare``.
             - ``observed_data``: ``obs`` (obs_id, feature); ``constant_data``: ``sample_weight``
               when given.
+            - ``log_prior``: ``weights``, ``means``, ``covariances`` (chain, draw), the log prior
+              density of each draw split by parameter (their sum is the joint log prior), as
+              ``arviz_stats.psense`` reads it.
+            - ``posterior_predictive`` (with ``posterior_predictive=True``): ``obs`` (chain,
+              draw, obs_id, feature), drawn from each draw's mixture.
 
         Examples
         --------
@@ -315,8 +325,9 @@ class Mixture:
         >>> az.compare({"K=2": post2, "K=3": post3})  # doctest: +SKIP
         """
         from .nuts import sample_posterior
+        from .predictive import add_log_prior, add_posterior_predictive
 
-        return sample_posterior(
+        post = sample_posterior(
             self,
             X,
             rng_key=rng_key,
@@ -331,6 +342,49 @@ class Mixture:
             max_tree_depth=max_tree_depth,
             dense_mass=dense_mass,
             log_likelihood=log_likelihood,
+        )
+        if "log_prior" not in post.children:
+            add_log_prior(post, self.resolve_prior(X, sample_weight))
+        if posterior_predictive:
+            # A key of its own, so that the draws do not depend on whether this is asked for.
+            add_posterior_predictive(post, jax.random.fold_in(as_key(rng_key), 0x5050))
+        return post
+
+    def sample_prior_predictive(
+        self,
+        X: ArrayLike,
+        num_samples: int = 500,
+        rng_key: int | Array = 0,
+        *,
+        sample_weight: ArrayLike | None = None,
+    ):
+        """Draw parameters from the prior, and from each a data set of ``len(X)`` rows.
+
+        The data-based prior defaults (``prior="default"`` or a :class:`Prior` with ``None``
+        entries) are taken from ``X`` itself: no earlier fit is needed.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features) or (n_samples,)
+            The data whose size and (for the defaults) moments the prior uses.
+        num_samples : int, default=500
+            Prior draws.
+        rng_key : int or jax.random key, default=0
+        sample_weight : array of shape (n_samples,), optional
+            Row weights of the data moments behind the default prior.
+
+        Returns
+        -------
+        xarray.DataTree
+            ``prior``: ``weights``, ``means``, ``covariances`` with the dims of the posterior
+            group (chain of length 1, draw of length ``num_samples``);
+            ``prior_predictive``: ``obs`` (chain, draw, obs_id, feature);
+            ``observed_data``: ``obs`` (``X``).
+        """
+        from .predictive import sample_prior_predictive
+
+        return sample_prior_predictive(
+            self, X, num_samples=num_samples, rng_key=rng_key, sample_weight=sample_weight
         )
 
 
