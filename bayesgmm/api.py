@@ -346,8 +346,8 @@ class Mixture:
         if "log_prior" not in post.children:
             add_log_prior(post, self.resolve_prior(X, sample_weight))
         if posterior_predictive:
-            # A key of its own, so that the draws do not depend on whether this is asked for.
-            add_posterior_predictive(post, jax.random.fold_in(as_key(rng_key), 0x5050))
+            # A stream of its own: the posterior draws do not depend on whether this is asked for.
+            add_posterior_predictive(post, rng_key, stream=1)
         return post
 
     def sample_prior_predictive(

@@ -10,14 +10,18 @@ These helpers work on the arrays of a posterior ``DataTree`` (as
   variable per parameter (``weights``, ``means``, ``covariances``; their sum is the joint log
   prior of :func:`bayesgmm.priors.log_prior`), as ``arviz_stats.psense`` reads it;
 - :func:`sample_prior_predictive`: parameters and data sets drawn from the model's prior, the
-  data-based prior defaults taken from the data passed in;
+  data-based prior defaults taken from the data passed in. The draws (the distributions of
+  :func:`bayesgmm.model.mixture_model`'s sample sites, see ``docs/design.md``) are made with
+  NumPy from a generator seeded by ``rng_key``: traced through NumPyro, or written with
+  ``jax.random.gamma``, they compile for tens of seconds. ``tests/test_predictive.py`` checks
+  them against SciPy;
 - :func:`posterior_membership`: each row's component probabilities averaged over the posterior
   draws, with an equal-tailed interval.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
@@ -26,7 +30,7 @@ import numpy as np
 
 from . import _validation as v
 from .numerics import float_dtype
-from .params import full_covariances, make_params
+from .params import make_params
 from .priors import (
     PriorParams,
     _log_dirichlet,
@@ -114,26 +118,46 @@ def _as_datatree_group(post, name: str, data: dict, dims: dict, coords: dict):
 # --------------------------------------------------------------------------- predictive draws
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "n_rows"))
-def _mixture_draws(key, weights, means, covariances, covariance_type: str, n_rows: int):
-    """``n_rows`` rows from each draw's mixture: shape (S, n_rows, D)."""
-    s, k, d = means.shape
+def numpy_rng(rng_key, stream: int = 0) -> np.random.Generator:
+    """A NumPy generator determined by ``rng_key`` (an int seed or a JAX key) and ``stream``.
 
-    def one(key, w, mu, cov):
-        chol = jnp.linalg.cholesky(full_covariances(cov, covariance_type, k, d))
-        k1, k2 = jax.random.split(key)
-        labels = jax.random.categorical(k1, jnp.log(w), shape=(n_rows,))
-        z = jax.random.normal(k2, (n_rows, d), mu.dtype)
-        return mu[labels] + jnp.einsum("nde,ne->nd", chol[labels], z)
+    The predictive draws are made with NumPy on the host: ``jax.random.gamma`` (behind the
+    Dirichlet, inverse-gamma and Wishart draws) compiles for about ten seconds, far longer than
+    the draws take.
+    """
+    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
+        if int(rng_key) < 0:
+            raise ValueError(f"rng_key must be a non-negative int seed, got {rng_key}.")
+        return np.random.default_rng([int(rng_key), int(stream)])
+    if isinstance(rng_key, jax.Array):
+        data = (
+            jax.random.key_data(rng_key)
+            if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
+            else rng_key
+        )
+        words = np.asarray(data, np.uint32).ravel().tolist()
+        return np.random.default_rng([*words, int(stream)])
+    raise ValueError(
+        f"rng_key must be an int seed or a jax.random key, got {type(rng_key).__name__}."
+    )
 
-    keys = jax.random.split(key, s)
-    return jax.lax.map(lambda a: one(*a), (keys, weights, means, covariances))
+
+def _as_full(covariances: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
+    """Draws of covariances (S, ...) as (S, K, D, D)."""
+    c = np.asarray(covariances, np.float64)
+    s = c.shape[0]
+    if covariance_type == "full":
+        return c
+    if covariance_type == "tied":
+        return np.broadcast_to(c[:, None], (s, k, d, d))
+    var = c if covariance_type == "diag" else np.broadcast_to(c[..., None], (s, k, d))
+    return var[..., None] * np.eye(d)
 
 
 def predictive_draws(
-    weights, means, covariances, covariance_type: str, n_rows: int, rng_key
+    weights, means, covariances, covariance_type: str, n_rows: int, rng
 ) -> np.ndarray:
-    """``n_rows`` rows from the mixture of each parameter draw.
+    """``n_rows`` rows from the mixture of each parameter draw (NumPy).
 
     Parameters
     ----------
@@ -144,27 +168,27 @@ def predictive_draws(
         spherical (K,)).
     covariance_type : str
     n_rows : int
-    rng_key : int or jax.random key
+    rng : numpy.random.Generator
 
     Returns
     -------
     ndarray of shape (S, n_rows, D)
+        Row ``i`` of draw ``s``: a component label drawn from ``weights[s]``, then a normal
+        row from that component.
     """
-    from .api import as_key
-
-    dtype = float_dtype()
-    out = _mixture_draws(
-        as_key(rng_key),
-        jnp.asarray(weights, dtype),
-        jnp.asarray(means, dtype),
-        jnp.asarray(covariances, dtype),
-        covariance_type,
-        int(n_rows),
-    )
-    return np.asarray(out, np.float64)
+    w = np.asarray(weights, np.float64)
+    mu = np.asarray(means, np.float64)
+    s, k, d = mu.shape
+    chol = np.linalg.cholesky(_as_full(covariances, covariance_type, k, d))  # (S, K, D, D)
+    cdf = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
+    u = rng.random((s, n_rows))
+    labels = np.minimum((u[:, :, None] >= cdf[:, None, :]).sum(axis=-1), k - 1)  # (S, n)
+    z = rng.standard_normal((s, n_rows, d))
+    idx = np.arange(s)[:, None]
+    return mu[idx, labels] + np.einsum("snde,sne->snd", chol[idx, labels], z)
 
 
-def add_posterior_predictive(post, rng_key=0):
+def add_posterior_predictive(post, rng_key=0, stream: int = 0):
     """Add a ``posterior_predictive`` group: one data set like the observed one per draw.
 
     Parameters
@@ -172,6 +196,8 @@ def add_posterior_predictive(post, rng_key=0):
     post : xarray.DataTree
         From :meth:`bayesgmm.Mixture.sample_posterior` (with ``observed_data``).
     rng_key : int or jax.random key, default=0
+    stream : int, default=0
+        Selects an independent stream of draws for the same ``rng_key``.
 
     Returns
     -------
@@ -190,7 +216,8 @@ def add_posterior_predictive(post, rng_key=0):
         ) from None
     n = observed.shape[0]
     draws, shape = _flat_draws(ds)
-    reps = predictive_draws(draws["weights"], draws["means"], draws["covariances"], ct, n, rng_key)
+    rng = numpy_rng(rng_key, stream)
+    reps = predictive_draws(draws["weights"], draws["means"], draws["covariances"], ct, n, rng)
     reps = reps.reshape(shape + reps.shape[1:])
     coords = {
         "chain": ds["chain"].values,
@@ -272,25 +299,42 @@ def add_log_prior(post, prior: PriorParams):
 # --------------------------------------------------------------------------- prior predictive
 
 
-@lru_cache(maxsize=16)
-def _prior_sampler(n_components: int, n_features: int, covariance_type: str, n_rows: int):
-    from numpyro.handlers import seed, trace
+def _inverse_wishart(rng: np.random.Generator, dof: float, scale: np.ndarray, shape) -> np.ndarray:
+    """Draws of InverseWishart(dof, scale), batch ``shape``, by the Bartlett decomposition.
 
-    from .model import mixture_model
+    cov^{-1} ~ Wishart(dof, scale^{-1}) = L A A^T L^T with L = chol(scale^{-1}), A lower
+    triangular with A_ii^2 ~ chi2(dof - i) and standard normal entries below the diagonal.
+    """
+    d = scale.shape[-1]
+    a = np.tril(rng.standard_normal(shape + (d, d)), -1)
+    a[..., np.arange(d), np.arange(d)] = np.sqrt(rng.chisquare(dof - np.arange(d), shape + (d,)))
+    la = np.linalg.cholesky(np.linalg.inv(scale)) @ a
+    inv_la = np.linalg.inv(la)  # cov = (L A)^{-T} (L A)^{-1}
+    return np.swapaxes(inv_la, -1, -2) @ inv_la
 
-    model = partial(
-        mixture_model,
-        n_components=n_components,
-        n_features=n_features,
-        covariance_type=covariance_type,
-        n_samples=n_rows,
-    )
 
-    def one(key, prior):
-        tr = trace(seed(model, key)).get_trace(None, None, prior=prior)
-        return {name: tr[name]["value"] for name in (*PARAMETERS, "obs")}
+def prior_draws(
+    prior: PriorParams, n_components: int, covariance_type: str, num_samples: int, rng
+) -> dict:
+    """Parameters drawn from the prior: the distributions of ``mixture_model``'s sample sites.
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    Returns ``weights`` (S, K), ``means`` (S, K, D) and ``covariances`` (S, ...), NumPy.
+    """
+    k, s = n_components, num_samples
+    m0 = np.asarray(prior.mean, np.float64)
+    d = m0.shape[0]
+    alpha, kappa, dof = float(prior.alpha), float(prior.kappa), float(prior.dof)
+    scale = np.asarray(prior.scale, np.float64)
+    weights = rng.dirichlet(np.full(k, alpha), size=s)
+    if covariance_type in ("full", "tied"):
+        cov = _inverse_wishart(rng, dof, scale, (s, k) if covariance_type == "full" else (s,))
+    else:
+        shape = (s, k, d) if covariance_type == "diag" else (s, k)
+        cov = 0.5 * scale / rng.gamma(0.5 * dof, 1.0, size=shape)
+    chol = np.linalg.cholesky(_as_full(cov, covariance_type, k, d))
+    z = rng.standard_normal((s, k, d))
+    means = m0 + np.einsum("skde,ske->skd", chol, z) / np.sqrt(kappa)
+    return {"weights": weights, "means": means, "covariances": cov}
 
 
 def sample_prior_predictive(
@@ -300,8 +344,6 @@ def sample_prior_predictive(
 
     See :meth:`bayesgmm.Mixture.sample_prior_predictive`.
     """
-    from .api import as_key
-
     if mixture.prior is None:
         raise ValueError(
             "sample_prior_predictive needs a proper prior: the mixture was declared with "
@@ -313,10 +355,10 @@ def sample_prior_predictive(
     num_samples = v.check_positive_int(num_samples, "num_samples")
     prior_np = mixture.resolve_prior(Xa, w)
     k, ct = mixture.n_components, mixture.covariance_type
-    dtype = float_dtype()
-    keys = jax.random.split(as_key(rng_key), num_samples)
-    out = _prior_sampler(k, d, ct, n)(keys, cast_prior(prior_np, dtype))
-    out = {name: np.asarray(a, np.float64)[None] for name, a in out.items()}  # chain = 1
+    rng = numpy_rng(rng_key)
+    params = prior_draws(prior_np, k, ct, num_samples, rng)
+    rows = predictive_draws(params["weights"], params["means"], params["covariances"], ct, n, rng)
+    out = {name: a[None] for name, a in {**params, "obs": rows}.items()}  # chain = 1
     from arviz_base import from_dict
 
     dims = {
@@ -364,12 +406,7 @@ def _log_component_densities(X: np.ndarray, draws: dict, ct: str) -> np.ndarray:
     """log w_k + log N(x_i | mu_k, Sigma_k) for every draw: shape (S, n, K), NumPy."""
     w, mu = draws["weights"], draws["means"]
     s, k, d = mu.shape
-    cov = draws["covariances"]
-    if ct == "tied":
-        cov = np.broadcast_to(cov[:, None], (s, k, d, d))
-    elif ct in ("diag", "spherical"):
-        var = draws["covariances"] if ct == "diag" else draws["covariances"][..., None]
-        cov = np.broadcast_to(var[..., None] * np.eye(d), (s, k, d, d))
+    cov = _as_full(draws["covariances"], ct, k, d)
     chol = np.linalg.cholesky(cov)  # (S, K, D, D)
     diff = X[None, None, :, :] - mu[:, :, None, :]  # (S, K, n, D)
     y = np.linalg.solve(chol, np.swapaxes(diff, -1, -2))  # (S, K, D, n)
