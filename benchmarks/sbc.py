@@ -304,6 +304,9 @@ def run(args) -> list[dict]:
             plot_histograms(
                 per_q, name, label, args.draws, args.bins, out / f"sbc_{name}_{label}.png"
             )
+            # Written after every setting, so that an interrupted run keeps what it finished.
+            pd.DataFrame(rows).to_csv(out / "ranks.csv", index=False)
+            pd.DataFrame(tests).to_csv(out / "uniformity.csv", index=False)
     pd.DataFrame(rows).to_csv(out / "ranks.csv", index=False)
     table = pd.DataFrame(tests)
     table.to_csv(out / "uniformity.csv", index=False)
