@@ -54,24 +54,31 @@ class Setting:
     covariance_type: str
     n_rows: int = 40
 
+    weak: bool = False
+
     @property
     def name(self) -> str:
-        return f"K{self.n_components}-D{self.n_features}-{self.covariance_type}"
+        weak = "-weak" if self.weak else ""
+        return f"K{self.n_components}-D{self.n_features}-{self.covariance_type}{weak}"
 
     def prior(self) -> dict:
         """The explicit proper prior: alpha = 1, kappa = 0.1, m0 = 0, nu = D + 3, Psi = 2 I.
 
         E[Sigma] = Psi / (nu - D - 1) = I; the means spread sqrt(10) prior covariance scales
-        around 0, so components range from well separated to overlapping.
+        around 0, so components range from well separated to overlapping. The ``-weak``
+        settings use the package's default kappa = 0.01 and nu = D + 2 with m0 = 0, Psi = I
+        (heavier-tailed covariances, means spread over 10 covariance scales).
         """
         d = self.n_features
-        scale = 2.0 * np.eye(d) if self.covariance_type == "full" else np.full(d, 2.0)
-        return prior_dict(1.0, 0.1, np.zeros(d), d + 3.0, scale)
+        psi, kappa, nu = (1.0, 0.01, d + 2.0) if self.weak else (2.0, 0.1, d + 3.0)
+        scale = psi * np.eye(d) if self.covariance_type == "full" else np.full(d, psi)
+        return prior_dict(1.0, kappa, np.zeros(d), nu, scale)
 
 
 SETTINGS = {
     s.name: s
-    for s in (Setting(k, d, ct) for k in (2, 3) for d in (1, 2) for ct in ("full", "diag"))
+    for s in [Setting(k, d, ct) for k in (2, 3) for d in (1, 2) for ct in ("full", "diag")]
+    + [Setting(2, 1, "full", weak=True), Setting(2, 2, "full", weak=True)]
 }
 
 
@@ -317,7 +324,12 @@ def run(args) -> list[dict]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        default=[name for name in SETTINGS if "weak" not in name],
+        choices=list(SETTINGS),
+    )
     p.add_argument("--samplers", nargs="+", default=["nuts"], choices=list(SAMPLERS))
     p.add_argument("--replicates", type=int, default=200)
     p.add_argument("--draws", type=int, default=99, help="L, thinned draws per replicate")
