@@ -189,3 +189,49 @@ def _is_pd(m: np.ndarray) -> bool:
         return True
     except np.linalg.LinAlgError:
         return False
+
+
+def as_key(rng_key):
+    """A JAX PRNG key from an int seed or an existing key."""
+    import jax  # only here: the other checks are plain NumPy
+
+    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
+        return jax.random.PRNGKey(int(rng_key))
+    if isinstance(rng_key, jax.Array):
+        return rng_key
+    raise ValueError(
+        f"rng_key must be an int seed or a jax.random key, got {type(rng_key).__name__}."
+    )
+
+
+def check_rng_key(rng_key):
+    """``rng_key`` unchanged if it is an int seed or a JAX key (see :func:`as_key`)."""
+    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
+        return rng_key
+    return as_key(rng_key)
+
+
+def check_em_prior(prior) -> None:
+    """EM needs a Dirichlet concentration of at least 1 (NUTS accepts any positive value)."""
+    alpha = getattr(prior, "weight_concentration", None)
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        return  # None (no prior, or "default") or not a number: resolve_prior says which
+    if 0 < alpha < 1:
+        raise ValueError(
+            f"Prior weight_concentration must be >= 1 for EM, got {alpha}: "
+            "below 1 the posterior mode lies on the boundary of the simplex. NUTS accepts any "
+            "positive value."
+        )
+
+
+def check_em_settings(*, init, n_init, max_iter, tol, rng_key) -> dict:
+    """The validated EM settings shared by ``Mixture.fit_em`` and ``select``, as a dict."""
+    return dict(
+        init=check_init(init),
+        n_init=check_positive_int(n_init, "n_init"),
+        max_iter=check_positive_int(max_iter, "max_iter"),
+        tol=check_nonnegative_float(tol, "tol"),
+        rng_key=check_rng_key(rng_key),
+    )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import operator
-import warnings
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -15,36 +14,16 @@ from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from . import em
+from .driver import Outcome, data_moments, fit_candidates
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
-from .priors import Prior, PriorParams, cast_prior, resolve_prior
+from .priors import Prior, PriorParams, cast_prior, needs_data, resolve_prior
 from .stats import choose_block_size, log_prob_fn, map_blocks
 
-
-def as_key(rng_key) -> Array:
-    """A JAX PRNG key from an int seed or an existing key."""
-    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
-        return jax.random.PRNGKey(int(rng_key))
-    if isinstance(rng_key, jax.Array):
-        return rng_key
-    raise ValueError(
-        f"rng_key must be an int seed or a jax.random key, got {type(rng_key).__name__}."
-    )
+as_key = v.as_key  # re-exported: the samplers take their keys from here
 
 
-def _key_on_host(rng_key):
-    """``as_key(rng_key)``, made with NumPy for the usual seeds (0 <= seed < 2**31).
-
-    ``jax.random.PRNGKey(seed)`` is the raw key ``[0, seed]`` there; building it on the host
-    spares a compilation on the first fit of a process.
-    """
-    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
-        if 0 <= int(rng_key) < 2**31:
-            return np.array([0, int(rng_key)], np.uint32)
-    return as_key(rng_key)
-
-
+@dataclass(frozen=True)
 class Mixture:
     """A Gaussian mixture, declared once as a NumPyro model and fitted by EM or NUTS.
 
@@ -70,79 +49,95 @@ class Mixture:
     (2, 2)
     """
 
-    def __init__(
-        self,
-        n_components: int,
-        covariance_type: str = "full",
-        prior: Prior | str | None = None,
-        reg_covar: float = 1e-6,
-    ) -> None:
-        self.n_components = v.check_n_components(n_components)
-        self.covariance_type = v.check_covariance_type(covariance_type)
-        if prior is not None and not (prior == "default" or isinstance(prior, Prior)):
-            raise ValueError(f"prior must be None, 'default' or a bayesgmm.Prior, got {prior!r}.")
-        self.prior = prior
-        self.reg_covar = v.check_nonnegative_float(reg_covar, "reg_covar")
-        # Data-based hyperparameters of the last fit, used by ``model(None)``.
-        self._last_prior: PriorParams | None = None
-        self._last_n_features: int | None = None
+    n_components: int
+    covariance_type: str = "full"
+    prior: Prior | str | None = None
+    reg_covar: float = 1e-6
 
-    def __repr__(self) -> str:
-        return (
-            f"Mixture(n_components={self.n_components}, covariance_type={self.covariance_type!r}, "
-            f"prior={self.prior!r}, reg_covar={self.reg_covar!r})"
-        )
+    def __post_init__(self) -> None:
+        # A frozen dataclass: the validated values are set once, here, and never change.
+        prior = self.prior
+        if prior is not None and not (isinstance(prior, Prior) or prior == "default"):
+            raise ValueError(f"prior must be None, 'default' or a bayesgmm.Prior, got {prior!r}.")
+        set_ = partial(object.__setattr__, self)
+        set_("n_components", v.check_n_components(self.n_components))
+        set_("covariance_type", v.check_covariance_type(self.covariance_type))
+        set_("reg_covar", v.check_nonnegative_float(self.reg_covar, "reg_covar"))
+
+    def __hash__(self) -> int:
+        # A Prior may hold arrays, which do not hash; equal mixtures still hash equal.
+        prior = self.prior if self.prior is None or isinstance(self.prior, str) else "Prior"
+        return hash((self.n_components, self.covariance_type, prior, self.reg_covar))
 
     # ------------------------------------------------------------------ the NumPyro model
     def resolve_prior(
         self, X: ArrayLike, sample_weight: ArrayLike | None = None
     ) -> PriorParams | None:
-        """The prior's hyperparameters for data ``X`` (data-based defaults filled in)."""
-        Xa = v.check_X(X)
+        """The prior's hyperparameters for data ``X`` (data-based defaults filled in).
+
+        The data's moments are computed in the working precision, as :meth:`fit_em` does, so
+        that the result equals the ``prior`` of a fit on the same data.
+
+        Returns
+        -------
+        PriorParams or None
+            NumPy float64 arrays; ``None`` for maximum likelihood.
+        """
+        Xa = v.check_X(X, dtype=float_dtype())
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
-        return resolve_prior(self.prior, Xa, w, self.n_components, self.covariance_type)
+        return self._resolve(Xa, w)
+
+    def _resolve(self, Xa: np.ndarray, w: np.ndarray) -> PriorParams | None:
+        moments = data_moments(Xa, w) if needs_data(self.prior) else None
+        return resolve_prior(self.prior, moments, self.n_components, self.covariance_type)
 
     def model(
-        self, X=None, sample_weight=None, *, n_samples: int = 1, n_features: int | None = None
+        self,
+        X=None,
+        sample_weight=None,
+        *,
+        n_samples: int = 1,
+        n_features: int | None = None,
+        prior: PriorParams | None = None,
     ):
         """The NumPyro model of the mixture.
 
         Parameters
         ----------
         X : array of shape (n_samples, n_features) or (n_samples,), optional
-            Observations. ``None`` draws ``n_samples`` rows from the prior predictive; the
-            data-based prior defaults then come from the last fit, or from an explicit
-            ``Prior(mean=, scale=)``.
+            Observations. ``None`` draws ``n_samples`` rows from the prior predictive.
         sample_weight : array of shape (n_samples,), optional
             Per-row weights of the log-likelihood.
         n_samples : int, default=1
             Rows to draw when ``X`` is None.
         n_features : int, optional
-            Dimension when ``X`` is None and it cannot be inferred otherwise.
+            Dimension when ``X`` is None and the mixture has no prior (``prior=None``).
+        prior : PriorParams, optional
+            Resolved hyperparameters, e.g. a fit's ``res.prior`` or
+            ``mix.resolve_prior(X)``: needed when ``X`` is None and the mixture's prior has
+            data-based defaults (``"default"``, or a :class:`Prior` without ``mean`` and
+            ``scale``). With ``X`` given they replace the ones resolved from ``X``.
 
         Sample sites (with a prior): ``weights`` (K,), ``means`` (K, D), ``covariances`` (per
         covariance type), and the observed ``obs``.
         """
         dtype = jnp.result_type(float)
+        if prior is not None:
+            prior = self._check_resolved(prior)
         if X is not None:
             if isinstance(X, jax.core.Tracer):
                 raise ValueError("Mixture.model needs concrete data X, not a traced array.")
-            Xa = v.check_X(X)
+            Xa = v.check_X(X, dtype=float_dtype())
             w = None if sample_weight is None else v.check_sample_weight(sample_weight, Xa.shape[0])
-            prior = resolve_prior(
-                self.prior,
-                Xa,
-                np.ones(Xa.shape[0]) if w is None else w,
-                self.n_components,
-                self.covariance_type,
-            )
+            if prior is None:
+                prior = self._resolve(Xa, np.ones(Xa.shape[0]) if w is None else w)
             d = Xa.shape[1]
             X_in = jnp.asarray(Xa, dtype)
             w_in = None if w is None else jnp.asarray(w, dtype)
         else:
-            d, prior = self._predictive_setup(n_features)
+            d, prior = self._predictive_setup(n_features, prior)
             X_in, w_in = None, None
-        from .model import mixture_model  # NumPyro: imported on first use (1 s)
+        from .model import mixture_model  # NumPyro: imported on first use
 
         mixture_model(
             X_in,
@@ -154,22 +149,30 @@ class Mixture:
             n_samples=n_samples,
         )
 
-    def _predictive_setup(self, n_features):
-        p = self.prior
-        explicit = isinstance(p, Prior) and p.mean is not None and p.scale is not None
-        if explicit:
-            d = np.shape(p.mean)[0]
-            fake = np.zeros((max(self.n_components, 2), d))
-            return d, resolve_prior(
-                p, fake, np.ones(len(fake)), self.n_components, self.covariance_type
+    def _check_resolved(self, prior) -> PriorParams:
+        if self.prior is None:
+            raise ValueError(
+                "Mixture.model got prior=..., but the mixture has no prior (prior=None)."
             )
-        if self._last_n_features is not None and (n_features in (None, self._last_n_features)):
-            return self._last_n_features, self._last_prior
-        if p is None and n_features is not None:
+        if not isinstance(prior, PriorParams):
+            raise ValueError(
+                "Mixture.model's prior must be resolved hyperparameters (a PriorParams, e.g. "
+                f"res.prior or mix.resolve_prior(X)), got {type(prior).__name__}."
+            )
+        return prior
+
+    def _predictive_setup(self, n_features, prior):
+        if prior is not None:
+            return int(np.shape(prior.mean)[0]), prior
+        if self.prior is not None and not needs_data(self.prior):
+            resolved = resolve_prior(self.prior, None, self.n_components, self.covariance_type)
+            return int(np.shape(resolved.mean)[0]), resolved
+        if self.prior is None and n_features is not None:
             return v.check_positive_int(n_features, "n_features"), None
         raise ValueError(
-            "Mixture.model(None) draws from the prior predictive and needs to know the data's "
-            "scale: fit the mixture first, or pass Prior(mean=..., scale=...) "
+            "Mixture.model(None) draws from the prior predictive and needs the prior's "
+            "data-based hyperparameters: pass prior=res.prior (a fit's) or "
+            "prior=mix.resolve_prior(X), or declare Prior(mean=..., scale=...) "
             "(with prior=None, pass n_features=...)."
         )
 
@@ -208,27 +211,31 @@ class Mixture:
         -------
         FitResult
         """
+        settings = v.check_em_settings(
+            init=init, n_init=n_init, max_iter=max_iter, tol=tol, rng_key=rng_key
+        )
+        v.check_em_prior(self.prior)
         Xa = v.check_X(X, dtype=float_dtype())
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
+        v.check_enough_samples(Xa.shape[0], w, self.n_components)
         ip = None
         if init_params is not None:
             ip = v.check_init_params(
                 init_params, self.n_components, Xa.shape[1], self.covariance_type
             )
-        (res,) = fit_candidates(
-            self,
+        (out,) = fit_candidates(
             Xa,
             w,
             [self.n_components],
-            rng_key=rng_key,
-            n_init=n_init,
-            init=init,
-            max_iter=max_iter,
-            tol=tol,
+            self.covariance_type,
+            self.prior,
+            reg_covar=self.reg_covar,
             init_params=ip,
-            raise_singular=True,
+            **settings,
         )
-        return res
+        if isinstance(out, str):
+            raise ValueError(out)
+        return FitResult.from_outcome(self, out, Xa.shape[1])
 
     # ------------------------------------------------------------------ NUTS
     def sample_posterior(
@@ -278,7 +285,7 @@ class Mixture:
         chain_method : {"parallel", "vectorized", "sequential"} or None, default=None
             ``None`` runs one chain per device (``"parallel"``) when
             ``jax.local_device_count() >= num_chains``; otherwise ``"sequential"`` on a CPU
-            (measured the fastest there) and ``"vectorized"`` (all chains on one device under
+            and ``"vectorized"`` (all chains on one device under
             ``vmap``) on an accelerator. See :mod:`bayesgmm.nuts`.
         target_accept_prob : float, default=0.8
         max_tree_depth : int, default=10
@@ -388,129 +395,8 @@ class Mixture:
         )
 
 
-def singular_message(reg_covar: float, n_iter: int) -> str:
-    return (
-        "EM failed: a component's covariance became singular after "
-        f"{n_iter} iteration(s): the component collapsed onto a few (nearly) repeated points, "
-        "so its variance went to zero. To fix it, use a prior (Mixture(..., prior='default')) "
-        f"to keep covariances away from zero, or a larger reg_covar (now {reg_covar:g})."
-    )
-
-
-def fit_candidates(
-    mixture: Mixture,
-    X: np.ndarray,
-    sample_weight: np.ndarray,
-    n_components: list[int],
-    *,
-    rng_key,
-    n_init: int,
-    init: str,
-    max_iter: int,
-    tol: float,
-    init_params: tuple | None = None,
-    raise_singular: bool = False,
-) -> list[FitResult | str]:
-    """EM fits of ``mixture``'s covariance type and prior for several numbers of components.
-
-    All candidates and restarts run in one compiled, vmapped program padded to the largest K.
-    ``X`` and ``sample_weight`` must be validated already. A candidate whose restarts all ended
-    in a singular covariance gives an error message instead of a result (or raises).
-    """
-    n, d = X.shape
-    for k in n_components:
-        v.check_enough_samples(n, sample_weight, k)
-    init = v.check_init(init)
-    n_init = v.check_positive_int(n_init, "n_init")
-    max_iter = v.check_positive_int(max_iter, "max_iter")
-    tol = v.check_nonnegative_float(tol, "tol")
-    key = _key_on_host(rng_key)
-    priors = [
-        resolve_prior(mixture.prior, X, sample_weight, k, mixture.covariance_type)
-        for k in n_components
-    ]
-    if priors[0] is not None and priors[0].alpha < 1:
-        raise ValueError(
-            f"Prior weight_concentration must be >= 1 for EM, got {float(priors[0].alpha)}: "
-            "below 1 the posterior mode lies on the boundary of the simplex. NUTS accepts any "
-            "positive value."
-        )
-    if init_params is not None:
-        n_init = 1
-    k_max = max(n_components)
-    # NumPy arguments of the right dtype go straight into the compiled program: jnp.asarray
-    # with a dtype conversion would compile a small program of its own for each of them.
-    dtype = np.dtype(float_dtype())
-    prior_batch = None
-    if priors[0] is not None:
-        prior_batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
-    out = em.fit(
-        np.asarray(X.T, dtype),  # the data as columns, see bayesgmm.stats
-        np.asarray(sample_weight, dtype),
-        key,
-        dtype.type(tol),
-        dtype.type(mixture.reg_covar),
-        prior_batch,
-        None if init_params is None else tuple(np.asarray(a, dtype) for a in init_params),
-        np.asarray(n_components, np.int32),
-        n_components=k_max,
-        covariance_type=mixture.covariance_type,
-        init=init,
-        max_iter=max_iter,
-        n_init=n_init,
-        block_size=choose_block_size(n, k_max, d),
-    )
-    out = jax.device_get(out)
-    mixture._last_prior, mixture._last_n_features = priors[-1], d
-    results: list[FitResult | str] = []
-    for c, k in enumerate(n_components):
-        ok = ~out.singular[c] & np.isfinite(out.objective[c])
-        if not np.any(ok):
-            msg = singular_message(mixture.reg_covar, int(out.n_iter[c][0]))
-            if raise_singular:
-                raise ValueError(msg)
-            results.append(msg)
-            continue
-        if not np.all(ok):
-            warnings.warn(
-                f"{int(np.sum(~ok))} of {len(ok)} restarts ended in a singular covariance and "
-                "were discarded; a prior (prior='default') avoids this.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        best = int(np.argmax(np.where(ok, out.objective[c], -np.inf)))
-        n_iter = int(out.n_iter[c][best])
-        p = jax.tree.map(operator.itemgetter((c, best)), out.params)
-        cov = p.covariances if mixture.covariance_type == "tied" else p.covariances[:k]
-        pc = p.precisions_chol if mixture.covariance_type == "tied" else p.precisions_chol[:k]
-        # device_put, not jnp.asarray, which compiles a small program per shape.
-        params = GMMParams(*jax.device_put((p.weights[:k], p.means[:k], cov, pc)))
-        member = (
-            mixture
-            if k == mixture.n_components
-            else Mixture(
-                k, mixture.covariance_type, prior=mixture.prior, reg_covar=mixture.reg_covar
-            )
-        )
-        results.append(
-            FitResult(
-                mixture=member,
-                params_internal=params,
-                n_iter=n_iter,
-                converged=bool(out.converged[c][best]),
-                log_likelihood=float(out.log_likelihood[c][best]),
-                objective=float(out.objective[c][best]),
-                history=np.asarray(out.history[c][best][1 : n_iter + 1]),
-                prior=priors[c],
-                n_features_in=d,
-            )
-        )
-    return results
-
-
 # What the scoring methods keep of the log-densities lp (K, B) of a block of rows.
 _REDUCTIONS = {
-    "log_prob": lambda lp: lp,
     "score_samples": lambda lp: logsumexp(lp, axis=0, keepdims=True),
     "predict_proba": lambda lp: jnp.exp(lp - logsumexp(lp, axis=0, keepdims=True)),
     "predict": lambda lp: jnp.argmax(lp, axis=0, keepdims=True),
@@ -572,6 +458,23 @@ class FitResult:
         self.history = history
         self.prior = prior
         self.n_features_in = n_features_in
+
+    @classmethod
+    def from_outcome(cls, mixture: Mixture, outcome: Outcome, n_features: int) -> FitResult:
+        """The result of a driver's fit of ``mixture`` (whose K is ``outcome.n_components``)."""
+        if mixture.n_components != outcome.n_components:
+            mixture = replace(mixture, n_components=outcome.n_components)
+        return cls(
+            mixture=mixture,
+            params_internal=outcome.params,
+            n_iter=outcome.n_iter,
+            converged=outcome.converged,
+            log_likelihood=outcome.log_likelihood,
+            objective=outcome.objective,
+            history=outcome.history,
+            prior=outcome.prior,
+            n_features_in=n_features,
+        )
 
     @classmethod
     def from_params(cls, mixture: Mixture, weights, means, covariances) -> FitResult:
@@ -640,10 +543,6 @@ class FitResult:
         Xt = np.asarray(Xa.T, self.means.dtype)  # the rows as columns, see bayesgmm.stats
         block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
         return _score_rows(Xt, self._params, self.covariance_type, block, output)
-
-    def _log_prob(self, X) -> Array:
-        """log pi_k + log N(x | mu_k, Sigma_k): shape (n_samples, n_components)."""
-        return self._score_rows(X, "log_prob")
 
     def score_samples(self, X: ArrayLike) -> Array:
         """Log-density of each row under the mixture: shape (n_samples,)."""

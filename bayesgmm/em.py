@@ -1,4 +1,7 @@
-"""The compiled EM driver: ``init_state`` / ``em_step`` / ``fit`` over a pytree state.
+"""The compiled EM loop: ``init_state`` / ``em_step`` / ``advance`` / ``fit`` over a pytree state.
+
+``fit`` takes the traced settings of a batch of fits as one :class:`FitSettings` and the static
+ones as one :class:`FitStatic`; :mod:`bayesgmm.driver` builds both from validated arguments.
 
 One iteration is an E-step (which also gives the objective of the current parameters) followed
 by an M-step. The loop is a ``lax.while_loop`` inside one ``jax.jit``; restarts run together
@@ -108,20 +111,19 @@ def is_singular(
 
 
 def init_state(params: GMMParams, max_iter: int) -> EMState:
+    """The state before the first iteration of a fit starting from ``params``."""
     dtype = params.means.dtype
-    history = jnp.full(max_iter + 1, jnp.nan, dtype)
     false = jnp.zeros((), bool)
-    nan = jnp.array(jnp.nan, dtype)
     return EMState(
-        params,
-        jnp.zeros((), jnp.int32),
-        jnp.array(-jnp.inf, dtype),
-        history,
-        false,
-        false,
-        false,
-        false,
-        nan,
+        params=params,
+        n_iter=jnp.zeros((), jnp.int32),
+        objective=jnp.array(-jnp.inf, dtype),
+        history=jnp.full(max_iter + 1, jnp.nan, dtype),
+        converged=false,
+        singular=false,
+        stop=false,
+        done=false,
+        log_likelihood=jnp.array(jnp.nan, dtype),
     )
 
 
@@ -200,85 +202,90 @@ def finish(state: EMState, cfg: EMConfig, covariance_type: str) -> FitOutput:
     )
 
 
+class FitSettings(NamedTuple):
+    """The traced settings of a batch of fits: arrays, so new values never recompile."""
+
+    rng_key: Array  # PRNG key, split into ``n_init`` start keys shared by every candidate
+    tol: Array  # shape=()
+    reg_covar: Array  # shape=()
+    # Batched like ``n_active``: every leaf has a leading (n_candidates,) axis; None for ML.
+    prior: PriorParams | None
+    # (weights, means, covariances) of the single start, or None to draw starts with ``init``
+    init_params: tuple[Array, Array, Array] | None
+    # shape=(n_candidates,), int: components of each candidate, at most ``n_components``; the
+    # first ``n_active`` are used and the rest are padding, so one compiled program (vectorised
+    # with ``vmap``) serves a whole search over K.
+    n_active: Array
+
+
+class FitStatic(NamedTuple):
+    """The static settings of a batch of fits: each new value compiles a new program."""
+
+    n_components: int  # the largest K, to which every candidate is padded
+    covariance_type: str
+    init: str
+    max_iter: int
+    n_init: int
+    block_size: int  # rows per block, see :func:`bayesgmm.stats.choose_block_size`
+    n_candidates: int  # len(FitSettings.n_active)
+
+    @property
+    def single(self) -> bool:
+        """One fit (no batch axes): a smaller program whose block operations are plain products."""
+        return self.n_init == 1 and self.n_candidates == 1
+
+
 def _start(
-    Xt: Array,
-    sample_weight: Array,
-    rng_key: Array,
-    tol: Array,
-    reg_covar: Array,
-    prior: PriorParams | None,
-    init_params: tuple[Array, Array, Array] | None,
-    n_active: Array,
-    *,
-    n_components: int,
-    covariance_type: str,
-    init: str,
-    max_iter: int,
-    n_init: int,
-    block_size: int,
+    Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic
 ) -> tuple[EMConfig, EMState]:
-    """Settings and starting state of every fit: ``n_init`` starts for each size in ``n_active``.
+    """Per-fit configuration and starting state: ``n_init`` starts for each candidate.
 
     Parameters
     ----------
     Xt : array of shape (n_features, n_samples)
         The data as columns (the transpose of scikit-learn's ``X``), see :mod:`bayesgmm.stats`.
     sample_weight : array of shape (n_samples,)
-    rng_key : PRNG key
-        Split into ``n_init`` start keys, the same for every candidate.
-    tol, reg_covar : scalars
-    prior : PriorParams or None
-        Batched like ``n_active``: every leaf has a leading (n_candidates,) axis.
-    init_params : (weights, means, covariances) or None
-        With it, the single start is those parameters.
-    n_active : int array of shape (n_candidates,)
-        Number of components of each candidate, at most ``n_components``; the first
-        ``n_active`` components are used and the rest are padding. One compiled program thus
-        serves a whole search over K, vectorised with ``vmap``.
+    settings, static : FitSettings, FitStatic
 
     Returns
     -------
     (EMConfig, EMState)
         Every leaf has leading axes (n_candidates, n_init), except for a single fit
-        (``_single``), which has none: no batch axes inside keeps its compiled program smaller
-        and its block operations plain matrix products.
+        (``static.single``), which has none.
     """
     w = sample_weight / jnp.sum(sample_weight)
     mean = Xt @ w
     # Block by block: (Xt - mean)^2 of all the data would be a data-sized temporary.
-    var = sum_blocks(Xt, w, block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
+    var = sum_blocks(Xt, w, static.block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
     eps = jnp.finfo(Xt.dtype).eps
     threshold = (_SINGULAR_FACTOR * eps) ** 2 * var
+    k_max, covariance_type = static.n_components, static.covariance_type
 
     def one(k_active, prior, key):
-        active = jnp.arange(n_components) < k_active
-        cfg = EMConfig(tol, reg_covar, prior, threshold, active)
-        if init_params is not None:
-            params0 = make_params(*init_params, covariance_type)
+        active = jnp.arange(k_max) < k_active
+        cfg = EMConfig(settings.tol, settings.reg_covar, prior, threshold, active)
+        if settings.init_params is not None:
+            params0 = make_params(*settings.init_params, covariance_type)
         else:
             params0 = initial_params(
                 key,
                 Xt,
                 sample_weight,
-                block_size,
-                n_components,
-                init,
+                static.block_size,
+                k_max,
+                static.init,
                 prior,
-                reg_covar,
+                settings.reg_covar,
                 covariance_type,
                 active,
             )
-        return cfg, init_state(params0, max_iter)
+        return cfg, init_state(params0, static.max_iter)
 
-    keys = jax.random.split(rng_key, n_init)
-    if _single(n_active, n_init):
-        return one(n_active[0], jax.tree.map(lambda a: a[0], prior), keys[0])
+    keys = jax.random.split(settings.rng_key, static.n_init)
+    if static.single:
+        return one(settings.n_active[0], jax.tree.map(lambda a: a[0], settings.prior), keys[0])
     per_candidate = jax.vmap(one, in_axes=(None, None, 0))
-    return jax.vmap(per_candidate, in_axes=(0, 0, None))(n_active, prior, keys)
-
-
-def _single(n_active, n_init: int) -> bool:
-    return n_init == 1 and len(n_active) == 1
+    return jax.vmap(per_candidate, in_axes=(0, 0, None))(settings.n_active, settings.prior, keys)
 
 
 def _over_fits(fn, single: bool):
@@ -286,38 +293,36 @@ def _over_fits(fn, single: bool):
     return fn if single else jax.vmap(jax.vmap(fn))
 
 
-def _fit(Xt: Array, sample_weight: Array, *args, **static) -> FitOutput:
-    """Fit by EM (:func:`_start` for the arguments): one compiled ``while_loop`` per fit.
+def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic) -> FitOutput:
+    """Fit by EM: one compiled ``while_loop`` per fit.
 
     Returns
     -------
     FitOutput
         Every leaf has leading axes (n_candidates, n_init).
     """
-    cfg, state0 = _start(Xt, sample_weight, *args, **static)
-    covariance_type, max_iter = static["covariance_type"], static["max_iter"]
+    cfg, state0 = _start(Xt, sample_weight, settings, static)
+    covariance_type, max_iter = static.covariance_type, static.max_iter
 
     def run(cfg, state):
         state = jax.lax.while_loop(
             lambda s: ~s.done,
             lambda s: em_step(
-                s, Xt, sample_weight, cfg, covariance_type, max_iter, static["block_size"]
+                s, Xt, sample_weight, cfg, covariance_type, max_iter, static.block_size
             ),
             state,
         )
         return finish(state, cfg, covariance_type)
 
-    single = _single(args[5], static["n_init"])
-    out = _over_fits(run, single)(cfg, state0)
-    return jax.tree.map(lambda a: a[None, None], out) if single else out
+    out = _over_fits(run, static.single)(cfg, state0)
+    return jax.tree.map(lambda a: a[None, None], out) if static.single else out
 
 
-_STATIC = ("n_components", "covariance_type", "init", "max_iter", "n_init", "block_size")
-_fit_optimized = jax.jit(_fit, static_argnames=_STATIC)
-# LLVM's optimisations take a third of the compile time and buy nothing on tiny data, where a fit
-# takes a millisecond either way: the first fit of Old Faithful compiles in 1.4 s instead of 2.
+_fit_optimized = jax.jit(_fit, static_argnames=("static",))
+# LLVM's optimisations take a large share of the compile time and buy nothing on tiny data, where
+# the fit itself is short either way.
 _fit_unoptimized = jax.jit(
-    _fit, static_argnames=_STATIC, compiler_options={"xla_backend_optimization_level": 0}
+    _fit, static_argnames=("static",), compiler_options={"xla_backend_optimization_level": 0}
 )
 # Up to this many row-component-feature products (n K D, times the candidates and restarts run
 # together) a problem counts as tiny.
@@ -329,11 +334,11 @@ _TINY = 2**13
 # threads do run in parallel, so for large data the loop is driven from Python instead: every
 # iteration, each thread computes the E-step statistics of its share of the row blocks (block
 # s, s + T, s + 2 T, ... for thread s of T), the shares are summed and ``advance`` takes the
-# M-step. The few milliseconds a Python iteration costs are nothing against the E-step there,
-# and the E-step takes 1 / 1.7 of the time on two cores. Results equal the compiled loop's up to
-# the order of the sums.
+# M-step. The cost of a Python-driven iteration is small against the E-step of large data, which
+# the threads divide among the cores. Results equal the compiled loop's up to the order of the
+# sums.
 _THREADED = 2**21  # n K D (times the fits) from which the threads pay off
-_start_jit = jax.jit(_start, static_argnames=_STATIC)
+_start_jit = jax.jit(_start, static_argnames=("static",))
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "block_size", "n_threads", "single"))
@@ -365,17 +370,18 @@ def _finish_all(state, cfg, *, covariance_type, single):
     return jax.tree.map(lambda a: a[None, None], out) if single else out
 
 
-def _fit_threaded(Xt, sample_weight, *args, n_threads: int, **static) -> FitOutput:
+def _fit_threaded(
+    Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic, n_threads: int
+) -> FitOutput:
     """:func:`_fit` with the E-step of every iteration shared among ``n_threads`` threads."""
-    cfg, state = _start_jit(Xt, sample_weight, *args, **static)
-    single = _single(args[5], static["n_init"])
-    covariance_type = static["covariance_type"]
+    cfg, state = _start_jit(Xt, sample_weight, settings, static)
+    covariance_type, single = static.covariance_type, static.single
     share = partial(
         _share_e_step,
         Xt,
         sample_weight,
         covariance_type=covariance_type,
-        block_size=static["block_size"],
+        block_size=static.block_size,
         n_threads=n_threads,
         single=single,
     )
@@ -393,7 +399,7 @@ def _fit_threaded(Xt, sample_weight, *args, n_threads: int, **static) -> FitOutp
                 outs[0][1],
                 cfg,
                 covariance_type=covariance_type,
-                max_iter=static["max_iter"],
+                max_iter=static.max_iter,
                 single=single,
             )
             done = bool(done)
@@ -404,7 +410,8 @@ def _run_share(share, params, thread):
     return jax.block_until_ready(share(params, thread))
 
 
-def _n_threads() -> int:
+def available_threads() -> int:
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -414,27 +421,39 @@ def _n_threads() -> int:
 def fit(
     Xt: Array,
     sample_weight: Array,
-    rng_key: Array,
-    tol: Array,
-    reg_covar: Array,
-    prior: PriorParams | None,
-    init_params: tuple[Array, Array, Array] | None,
-    n_active: Array,
-    *,
-    n_components: int,
-    n_init: int,
-    block_size: int,
-    **static,
+    settings: FitSettings,
+    static: FitStatic,
+    n_threads: int | None = None,
 ) -> FitOutput:
-    """Fit by EM (arguments of :func:`_start`), compiled once per shape and static arguments.
+    """Fit by EM, compiled once per shape and ``static``.
 
-    Tiny problems compile without optimisations; large ones share each E-step among threads.
+    Parameters
+    ----------
+    Xt : array of shape (n_features, n_samples)
+        The data as columns, see :mod:`bayesgmm.stats`.
+    sample_weight : array of shape (n_samples,)
+    settings : FitSettings
+        Traced settings; ``prior`` leaves and ``n_active`` have a leading (n_candidates,) axis.
+    static : FitStatic
+        ``n_candidates`` must equal ``len(settings.n_active)``.
+    n_threads : int, optional
+        ``None`` chooses: tiny problems compile without optimisations, large ones share each
+        E-step among the available cores. ``1`` forces the compiled loop, more forces the
+        threaded loop with that many threads (at most one per row block).
+
+    Returns
+    -------
+    FitOutput
+        Every leaf has leading axes (n_candidates, n_init).
     """
     d, n = Xt.shape
-    size = n * n_components * d * len(n_active) * n_init
-    args = (Xt, sample_weight, rng_key, tol, reg_covar, prior, init_params, n_active)
-    static |= dict(n_components=n_components, n_init=n_init, block_size=block_size)
-    n_threads = min(_n_threads(), -(-n // block_size))
-    if size >= _THREADED and n_threads > 1:
-        return _fit_threaded(*args, n_threads=n_threads, **static)
-    return (_fit_unoptimized if size <= _TINY else _fit_optimized)(*args, **static)
+    size = n * static.n_components * d * static.n_candidates * static.n_init
+    threads = n_threads
+    if threads is None:
+        threads = available_threads() if size >= _THREADED else 1
+    threads = min(threads, -(-n // static.block_size))
+    if threads > 1:
+        return _fit_threaded(Xt, sample_weight, settings, static, threads)
+    return (_fit_unoptimized if size <= _TINY else _fit_optimized)(
+        Xt, sample_weight, settings, static
+    )

@@ -23,12 +23,6 @@ def tiny(dtype) -> Array:
     return 10 * jnp.finfo(dtype).eps
 
 
-def safe_div(num: Array, den: Array) -> Array:
-    """``num / den`` that returns 0 where ``den`` is 0 instead of NaN (empty components)."""
-    ok = den != 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
-
-
 def precision_cholesky_from_covariance(cov: Array) -> Array:
     """Upper-triangular ``U`` with ``U U^T = cov^{-1}`` for a batch of (D, D) covariances.
 

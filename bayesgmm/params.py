@@ -56,16 +56,23 @@ def log_det_precision_chol(prec_chol: Array, covariance_type: str, n_features: i
     return n_features * jnp.log(prec_chol)
 
 
-def variances_of(params: GMMParams, covariance_type: str) -> Array:
-    """Per-component, per-feature variances, shape (K, D) (tied: (1, D))."""
-    cov = params.covariances
+def feature_variances(
+    covariances: Array, covariance_type: str, n_components: int, n_features: int
+) -> Array:
+    """Every component's variance of every feature: shape (K, D), whatever the covariance type.
+
+    The one per-feature variance helper of the package (the command line's degeneracy check and
+    the sampler's jitter scale both need it).
+    """
+    cov = jnp.asarray(covariances)
+    k, d = n_components, n_features
     if covariance_type == "full":
         return jnp.diagonal(cov, axis1=-2, axis2=-1)
     if covariance_type == "tied":
-        return jnp.diagonal(cov)[None, :]
+        return jnp.broadcast_to(jnp.diagonal(cov), (k, d))
     if covariance_type == "diag":
         return cov
-    return jnp.broadcast_to(cov[:, None], params.means.shape)
+    return jnp.broadcast_to(cov[:, None], (k, d))
 
 
 def full_covariances(

@@ -43,8 +43,6 @@ from .priors import (
 if TYPE_CHECKING:
     import xarray
 
-    from .api import Mixture
-
 __all__ = [
     "Membership",
     "add_log_prior",
@@ -339,7 +337,7 @@ def prior_draws(
 
 
 def sample_prior_predictive(
-    mixture: Mixture, X, num_samples: int = 500, rng_key=0, sample_weight=None
+    mixture, X, num_samples: int = 500, rng_key=0, sample_weight=None
 ) -> xarray.DataTree:
     """Draw parameters from the prior and a data set like ``X`` from each.
 

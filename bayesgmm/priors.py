@@ -75,27 +75,43 @@ def _positive_scalar(value, name: str) -> float:
     return v
 
 
-def data_moments(X: np.ndarray, sample_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean and covariance (frequency weights, divisor sum(w) - 1 as R's ``var``)."""
-    w = sample_weight
-    total = w.sum()
-    mean = (w @ X) / total
-    xc = X - mean
-    denom = total - 1.0 if total > 1.0 else total
-    cov = (xc * w[:, None]).T @ xc / denom
-    return mean, cov
+class DataMoments(NamedTuple):
+    """Weighted moments of the data behind the data-based prior defaults (NumPy float64)."""
+
+    mean: np.ndarray  # shape=(D,)
+    covariance: np.ndarray  # shape=(D, D), divisor: the total weight
+    total_weight: float  # sum of the sample weights
+
+
+def needs_data(prior: Prior | str | None) -> bool:
+    """Whether ``prior`` has data-based defaults (a mean or scale left to the data)."""
+    if prior is None:
+        return False
+    return not isinstance(prior, Prior) or prior.mean is None or prior.scale is None
 
 
 def resolve_prior(
     prior: Prior | str | None,
-    X: np.ndarray,
-    sample_weight: np.ndarray,
+    moments: DataMoments | None,
     n_components: int,
     covariance_type: str,
 ) -> PriorParams | None:
     """Validate ``prior`` and fill in the data-based defaults, in NumPy float64.
 
-    Returns ``None`` for maximum likelihood (``prior=None``).
+    Parameters
+    ----------
+    prior : None, "default" or Prior
+    moments : DataMoments or None
+        The data's weighted moments; only an explicit ``Prior(mean=, scale=)`` resolves without
+        them (the dimension is then that of ``mean``). The default scale uses the covariance
+        with divisor ``total_weight - 1`` (as R's ``var``, when the total exceeds 1).
+    n_components : int
+    covariance_type : str
+
+    Returns
+    -------
+    PriorParams or None
+        ``None`` for maximum likelihood (``prior=None``).
     """
     if prior is None:
         return None
@@ -107,12 +123,19 @@ def resolve_prior(
         raise ValueError(
             f"prior must be None, 'default' or a bayesgmm.Prior, got {type(prior).__name__}."
         )
-    d = X.shape[1]
+    if moments is not None:
+        d = int(np.shape(moments.mean)[0])
+        data_mean = np.asarray(moments.mean, np.float64)
+        total = float(moments.total_weight)
+        data_cov = np.asarray(moments.covariance, np.float64) * (
+            total / (total - 1.0) if total > 1.0 else 1.0
+        )
+    elif needs_data(prior):
+        raise ValueError("resolve_prior needs the data's moments for data-based defaults.")
+    else:
+        d = int(np.size(prior.mean))
     alpha = _positive_scalar(prior.weight_concentration, "weight_concentration")
     kappa = _positive_scalar(prior.mean_precision, "mean_precision")
-    need_data = prior.mean is None or prior.scale is None
-    if need_data:
-        data_mean, data_cov = data_moments(X, sample_weight)
 
     if prior.mean is None:
         mean = data_mean

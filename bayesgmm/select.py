@@ -10,9 +10,10 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from .api import FitResult, Mixture, fit_candidates
+from .api import FitResult, Mixture
+from .driver import data_moments, fit_candidates
 from .numerics import float_dtype
-from .priors import Prior
+from .priors import Prior, needs_data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +51,13 @@ def select(
     criterion: str = "bic",
     n_init: int = 1,
     rng_key=0,
-    **fit_kwargs,
+    *,
+    init: str = "kmeans",
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    reg_covar: float = 1e-6,
+    sample_weight: ArrayLike | None = None,
+    **unknown,
 ) -> Selection:
     """Fit every (n_components, covariance_type) candidate by EM and rank them.
 
@@ -58,41 +65,65 @@ def select(
     ----------
     X : array of shape (n_samples, n_features) or (n_samples,)
     n_components : iterable of int, default=range(1, 10)
+        Candidates larger than n_samples are skipped.
     covariance_types : iterable of str, default=all four
     prior : None, "default" or Prior
         With a prior, the criteria use the log-likelihood at the MAP estimate (as mclust).
+        The data-based defaults come from the data's moments, computed once for all candidates.
     criterion : {"bic", "aic"}
-    n_init : int
-    rng_key : int or jax.random key
-    **fit_kwargs
-        Passed to :meth:`Mixture.fit_em` (``init``, ``max_iter``, ``tol``, ``sample_weight``, ...).
+    n_init : int, default=1
+    rng_key : int or jax.random key, default=0
+    init, max_iter, tol, reg_covar, sample_weight
+        As in :class:`Mixture` and :meth:`Mixture.fit_em`. ``init_params`` is not accepted:
+        a start for one number of components cannot serve several.
 
     Returns
     -------
     Selection
     """
+    if unknown:
+        hint = (
+            " init_params is not accepted: a start for one n_components cannot serve several; "
+            "use Mixture(K, ...).fit_em(X, init_params=...)."
+            if "init_params" in unknown
+            else ""
+        )
+        raise ValueError(
+            f"select got unexpected keyword argument(s) {sorted(unknown)}; it accepts "
+            "prior, criterion, n_init, rng_key, init, max_iter, tol, reg_covar, sample_weight."
+            + hint
+        )
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    settings = v.check_em_settings(
+        init=init, n_init=n_init, max_iter=max_iter, tol=tol, rng_key=rng_key
+    )
+    reg_covar = v.check_nonnegative_float(reg_covar, "reg_covar")
+    if prior is not None and not (isinstance(prior, Prior) or prior == "default"):
+        raise ValueError(f"prior must be None, 'default' or a bayesgmm.Prior, got {prior!r}.")
+    v.check_em_prior(prior)
     Xa = v.check_X(X, dtype=float_dtype())
     ks = [v.check_n_components(k) for k in n_components]
     types = [v.check_covariance_type(t) for t in covariance_types]
     if not ks or not types:
         raise ValueError("select needs at least one n_components value and one covariance type.")
-    sample_weight = fit_kwargs.pop("sample_weight", None)
     w = v.check_sample_weight(sample_weight, Xa.shape[0])
     ks = [k for k in ks if k <= Xa.shape[0]]
     if not ks:
         raise ValueError(f"every n_components exceeds n_samples={Xa.shape[0]}.")
-    reg_covar = fit_kwargs.pop("reg_covar", 1e-6)
-    fit_kwargs = {"init": "kmeans", "max_iter": 1000, "tol": 1e-6} | fit_kwargs
+    for k in ks:
+        v.check_enough_samples(Xa.shape[0], w, k)
+    moments = data_moments(Xa, w) if needs_data(prior) else None
     n = Xa.shape[0]
     rows, fits = [], {}
     for cov in types:
         template = Mixture(max(ks), cov, prior=prior, reg_covar=reg_covar)
-        results = fit_candidates(template, Xa, w, ks, rng_key=rng_key, n_init=n_init, **fit_kwargs)
-        for k, res in zip(ks, results, strict=True):
+        outcomes = fit_candidates(
+            Xa, w, ks, cov, prior, reg_covar=reg_covar, moments=moments, **settings
+        )
+        for k, out in zip(ks, outcomes, strict=True):
             row = {"n_components": k, "covariance_type": cov}
-            if isinstance(res, str):
+            if isinstance(out, str):
                 rows.append(
                     row
                     | {
@@ -102,10 +133,11 @@ def select(
                         "bic": np.nan,
                         "aic": np.nan,
                         "converged": False,
-                        "error": res,
+                        "error": out,
                     }
                 )
                 continue
+            res = FitResult.from_outcome(template, out, Xa.shape[1])
             fits[(k, cov)] = res
             p = res.n_parameters
             # Unweighted, the fit's own log-likelihood is the sum over the rows; scoring them
@@ -129,7 +161,7 @@ def select(
             )
     if not fits:
         raise ValueError("No candidate could be fitted; see the errors in the messages above.")
-    import pandas as pd  # imported on first use (0.4 s)
+    import pandas as pd  # imported on first use: a slow import
 
     table = pd.DataFrame(rows)
     best_row = table.loc[table[criterion].idxmin()]

@@ -43,9 +43,8 @@ from .params import GMMParams, log_det_precision_chol
 
 # Rows per block B: the working arrays of a block, (K, D, B) in float32 and (D (D + 3) / 2, B)
 # in float64, should stay within the caches, and blocks should be long enough to amortise the
-# per-block cost of the loop (a few microseconds). Measured on a 2-core AMD EPYC (1 MiB L2 per
-# core), E-step time per row for (D, K) = (2, 3), (8, 8), (16, 16), both dtypes, all types: flat
-# within 20% for K D B from 2**16 to 2**19 elements, slower outside. 2**18 is the middle.
+# per-block cost of the loop. The E-step time per row is flat over a range of K D B around
+# 2**18 elements and rises outside it (benchmarks/ holds the measurement).
 _BLOCK_ELEMENTS = 2**18
 _MIN_BLOCK = 256
 _MAX_BLOCK = 8192
@@ -401,3 +400,23 @@ def map_blocks(fn: Callable[[Array], Array], Xt: Array, block_size: int) -> Arra
     head = rows[:-1].reshape(-1, rows.shape[-1])
     tail = rows[-1][nb * block_size - n :]  # the last block's rows not already in ``head``
     return jnp.concatenate([head, tail])
+
+
+def data_moments(Xt: Array, sample_weight: Array, block_size: int) -> tuple[Array, Array, Array]:
+    """Weighted mean (D,), covariance (D, D) (divisor: the total weight) and total weight ().
+
+    One blocked pass of :func:`accumulate` with all the responsibility on one component, its
+    statistics taken about the weighted mean (a matrix-vector product) so that the scatter does
+    not cancel. Computed in the dtype of ``Xt``.
+    """
+    total = jnp.sum(sample_weight)
+    mean = (Xt @ sample_weight) / total
+
+    def one_component(xt, xk, i):
+        b = xt.shape[1]
+        return jnp.ones((1, b), xt.dtype), jnp.zeros(b, xt.dtype)
+
+    stats = accumulate(Xt, sample_weight, block_size, mean[None, :], one_component, "full")
+    s1 = stats.s1[0] / total  # the mean's residual offset from ``mean``, ~ eps
+    cov = stats.s2[0] / total - jnp.outer(s1, s1)
+    return mean + s1, cov, total

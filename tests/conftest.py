@@ -10,7 +10,6 @@ import os
 import tempfile
 import types
 import warnings
-from pathlib import Path
 
 # A persistent XLA compilation cache, set before JAX is imported: the pytest-xdist workers, the
 # notebook kernels and the command-line subprocesses share compiled programs instead of each
@@ -28,8 +27,6 @@ from scipy.special import logsumexp  # noqa: E402
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
-_FAITHFUL_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "faithful.csv"
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~10 s (still run by default)")
@@ -39,13 +36,10 @@ def pytest_configure(config):
 
 
 def _load_faithful() -> np.ndarray:
-    if _FAITHFUL_CSV.exists():
-        X = np.loadtxt(_FAITHFUL_CSV, delimiter=",", skiprows=1)
-    else:  # a clean clone without ../shared: fall back on the embedded copy
-        import bayesgmm as bg
+    # The copy shipped inside the package: the tests read nothing outside the repository.
+    from bayesgmm.datasets import load_faithful
 
-        data = bg.datasets.load_faithful()
-        X = np.asarray(getattr(data, "values", data), dtype=np.float64)
+    X = np.array(load_faithful(), dtype=np.float64)
     assert X.shape == (272, 2)
     return X
 

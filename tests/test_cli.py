@@ -226,13 +226,13 @@ def test_select_writes_a_report(data_dir, tmp_path, capsys):
     assert "Best by BIC" in stdout
 
 
-def test_select_covariance_option_repeats_and_splits():
-    args = cli.build_parser().parse_args(
-        ["select", "x.csv", "--out", "o", "--covariance", "full,diag", "--covariance", "tied"]
-    )
-    assert cli._covariance_types(args.covariance) == ["full", "diag", "tied"]
-    assert cli._covariance_types(None) == ["full", "tied", "diag", "spherical"]
-    assert args.prior == "default"
+def test_select_covariance_option_repeats_and_splits(data_dir, tmp_path, capsys):
+    # Every value of every repeat is read and checked before any fit.
+    argv = ["select", data_dir / "faithful.csv", "--out", tmp_path / "sel"]
+    code, _, err = run([*argv, "--covariance", "full, diag", "--covariance", "tied,round"], capsys)
+    assert_one_line_error(code, err)
+    assert "unknown type 'round'" in err
+    assert not (tmp_path / "sel").exists()
 
 
 # ----------------------------------------------------------------------------- demo
@@ -241,12 +241,18 @@ def test_select_covariance_option_repeats_and_splits():
 def test_demo_on_small_settings(tmp_path, capsys, monkeypatch):
     """The demo's whole path, with two candidates per prior and a short NUTS run."""
     pytest.importorskip("bayesgmm.nuts")
+    from bayesgmm.cli import demo
+
     # The same NUTS settings and model (K=2, full) as test_fit_with_nuts: one compilation.
-    tiny = cli.DemoSettings("test", (1, 2), ("full",), 1, 60, 60, n_init=2)
-    monkeypatch.setattr(cli, "QUICK_DEMO", tiny)
-    out = tmp_path / "demo"
-    code, stdout, err = run(["demo", "--quick", "--out", out], capsys)
+    tiny = demo.DemoSettings("test", (1, 2), ("full",), 1, 60, 60, n_init=2)
+    monkeypatch.setattr(demo, "QUICK_DEMO", tiny)
+    # Without --out the demo picks a fresh folder: ./bayesgmm-demo is taken, so -2.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bayesgmm-demo").mkdir()
+    (tmp_path / "bayesgmm-demo" / "x").write_text("")
+    code, stdout, err = run(["demo", "--quick"], capsys)
     assert code == 0, err
+    out = tmp_path / "bayesgmm-demo-2"
     names = {p.name for p in out.iterdir()}
     for name in (
         "selection.png",
@@ -262,15 +268,7 @@ def test_demo_on_small_settings(tmp_path, capsys, monkeypatch):
     for section in ("1. BIC", "2. The chosen", "3. EM", "4. NUTS", "ML  picks", "MAP picks"):
         assert section in stdout
     assert (out / "summary.txt").read_text() in stdout
-
-
-def test_demo_default_folder_is_fresh(tmp_path):
-    base = tmp_path / "bayesgmm-demo"
-    assert cli._fresh_folder(base) == base
-    base.mkdir()
-    assert cli._fresh_folder(base) == base  # empty: fine
-    (base / "x").write_text("")
-    assert cli._fresh_folder(base) == tmp_path / "bayesgmm-demo-2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bayesgmm-demo", "bayesgmm-demo-2"]
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -14,7 +14,6 @@ from scipy.special import logsumexp
 
 import bayesgmm as bg
 from bayesgmm.predictive import add_log_prior, add_posterior_predictive, log_prior_draws
-from bayesgmm.priors import resolve_prior
 
 COV_DIMS = {
     "full": ["component", "feature", "feature_"],
@@ -101,13 +100,9 @@ def test_log_prior_group_matches_scipy(ct, x64):
     rng = np.random.default_rng(0)
     k, d, s = 3, 2, 6
     X = rng.normal(size=(30, d))
-    prior = resolve_prior(
-        bg.Prior(weight_concentration=1.7, mean_precision=0.2),
-        X,
-        np.ones(30),
-        k,
-        ct,
-    )
+    prior = bg.Mixture(
+        k, ct, prior=bg.Prior(weight_concentration=1.7, mean_precision=0.2)
+    ).resolve_prior(X)
     draws = _random_draws(rng, s, k, d, ct)
     post = add_log_prior(_tree(draws, X, 2, ct), prior)
     group = post["log_prior"]
@@ -128,7 +123,7 @@ def test_log_prior_draws_float32_close_to_float64():
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(20, 2))
-    prior = resolve_prior(bg.Prior(), X, np.ones(20), 2, "full")
+    prior = bg.Mixture(2, "full", prior="default").resolve_prior(X)
     draws = _random_draws(rng, 4, 2, 2, "full")
     ref = log_prior_draws(draws, prior, "full")
     with jax.enable_x64(False):
@@ -248,7 +243,6 @@ def test_sample_prior_predictive_follows_the_declared_prior(x64):
     k, d = 2, 2
     mix = bg.Mixture(k, "full", prior=bg.Prior(weight_concentration=2.0))
     tree = mix.sample_prior_predictive(X, num_samples=2000, rng_key=0)
-    assert mix._last_prior is None  # no fit was run or needed
     prior = tree["prior"]
     assert prior["weights"].dims == ("chain", "draw", "component")
     assert prior["means"].dims == ("chain", "draw", "component", "feature")

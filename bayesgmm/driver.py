@@ -1,0 +1,211 @@
+"""The fitting driver: validated arrays and settings in, plain per-candidate outcomes out.
+
+``Mixture.fit_em`` and ``select`` (and, beside this module, the streamed and sharded drivers)
+come here once their arguments are validated. The driver resolves the prior from the data's
+moments, runs every candidate and restart of one covariance type in one compiled program
+(:func:`bayesgmm.em.fit`) and picks each candidate's best restart. It knows nothing of the
+user-facing classes: the surface wraps its :class:`Outcome` in a ``FitResult``.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from . import em
+from .params import GMMParams
+from .priors import DataMoments, Prior, PriorParams, needs_data, resolve_prior
+from .stats import choose_block_size
+from .stats import data_moments as _data_moments
+
+
+class Outcome(NamedTuple):
+    """The best restart of one candidate (NumPy scalars and arrays; ``params`` on the device)."""
+
+    n_components: int
+    params: GMMParams  # the parameters of the K used components
+    n_iter: int
+    converged: bool
+    log_likelihood: float  # total weighted log-likelihood at ``params``
+    objective: float  # log-likelihood plus log-prior
+    history: np.ndarray  # shape=(n_iter,): the objective after each iteration
+    prior: PriorParams | None  # the resolved hyperparameters (NumPy float64)
+
+
+def key_on_host(rng_key) -> np.ndarray | jax.Array:
+    """A PRNG key from a seed or a key; the usual seeds (0 <= seed < 2**31) made with NumPy.
+
+    ``jax.random.PRNGKey(seed)`` is the raw key ``[0, seed]`` there; building it on the host
+    spares a compilation on the first fit of a process. ``rng_key`` must be validated.
+    """
+    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
+        if 0 <= int(rng_key) < 2**31:
+            return np.array([0, int(rng_key)], np.uint32)
+        return jax.random.PRNGKey(int(rng_key))
+    return rng_key
+
+
+_moments_jit = jax.jit(_data_moments, static_argnames=("block_size",))
+
+
+def data_moments(
+    X: np.ndarray, sample_weight: np.ndarray, block_size: int | None = None
+) -> DataMoments:
+    """Weighted mean, covariance and total weight of validated ``X`` (n, D), in ``X``'s dtype.
+
+    One blocked pass of the sufficient statistics (:func:`bayesgmm.stats.data_moments`);
+    ``block_size`` defaults to the one the fits use for one component.
+    """
+    n, d = X.shape
+    dtype = X.dtype
+    block = choose_block_size(n, 1, d) if block_size is None else block_size
+    # Concrete data give concrete moments even when called while JAX traces a function (the
+    # NumPyro model, called with data, under jit).
+    with jax.ensure_compile_time_eval():
+        moments = _moments_jit(
+            np.asarray(X.T, dtype), np.asarray(sample_weight, dtype), block_size=block
+        )
+    mean, cov, total = jax.device_get(moments)
+    return DataMoments(np.asarray(mean, np.float64), np.asarray(cov, np.float64), float(total))
+
+
+def singular_message(reg_covar: float, n_iter: int) -> str:
+    """What to tell the user when every restart of a candidate ended in a singular covariance."""
+    return (
+        "EM failed: a component's covariance became singular after "
+        f"{n_iter} iteration(s): the component collapsed onto a few (nearly) repeated points, "
+        "so its variance went to zero. To fix it, use a prior (Mixture(..., prior='default')) "
+        f"to keep covariances away from zero, or a larger reg_covar (now {reg_covar:g})."
+    )
+
+
+def fit_candidates(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: list[int],
+    covariance_type: str,
+    prior: Prior | str | None,
+    *,
+    reg_covar: float,
+    rng_key,
+    n_init: int,
+    init: str,
+    max_iter: int,
+    tol: float,
+    init_params: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    moments: DataMoments | None = None,
+    block_size: int | None = None,
+    n_threads: int | None = None,
+) -> list[Outcome | str]:
+    """EM fits of one covariance type and prior for several numbers of components.
+
+    All candidates and restarts run in one compiled, vmapped program padded to the largest K.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Validated data in the working dtype (float32, or float64 with x64 on).
+    sample_weight : ndarray of shape (n_samples,)
+        Validated weights.
+    n_components : list of int
+        The candidates, each at most the number of rows with positive weight.
+    covariance_type : str
+    prior : None, "default" or Prior
+    reg_covar, rng_key, n_init, init, max_iter, tol
+        Validated settings, as :meth:`bayesgmm.Mixture.fit_em` documents them.
+    init_params : (weights, means, covariances), optional
+        The single start of a single candidate (validated); ``n_init`` is then 1.
+    moments : DataMoments, optional
+        The data's moments, for the prior's data-based defaults; computed here when needed and
+        not given (a caller fitting several covariance types computes them once).
+    block_size : int, optional
+        Rows per block; by default :func:`bayesgmm.stats.choose_block_size`.
+    n_threads : int, optional
+        Forwarded to :func:`bayesgmm.em.fit` (``None``: automatic).
+
+    Returns
+    -------
+    list of Outcome or str
+        Per candidate, its best restart, or an error message when every restart ended in a
+        singular covariance.
+    """
+    n, d = X.shape
+    dtype = X.dtype
+    k_max = max(n_components)
+    if block_size is None:
+        block_size = choose_block_size(n, k_max, d)
+    if moments is None and needs_data(prior):
+        moments = data_moments(X, sample_weight)
+    priors = [resolve_prior(prior, moments, k, covariance_type) for k in n_components]
+    if init_params is not None:
+        n_init = 1
+    # NumPy arguments of the right dtype go straight into the compiled program: jnp.asarray
+    # with a dtype conversion would compile a small program of its own for each of them.
+    prior_batch = None
+    if priors[0] is not None:
+        prior_batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
+    settings = em.FitSettings(
+        rng_key=key_on_host(rng_key),
+        tol=dtype.type(tol),
+        reg_covar=dtype.type(reg_covar),
+        prior=prior_batch,
+        init_params=None
+        if init_params is None
+        else tuple(np.asarray(a, dtype) for a in init_params),
+        n_active=np.asarray(n_components, np.int32),
+    )
+    static = em.FitStatic(
+        n_components=k_max,
+        covariance_type=covariance_type,
+        init=init,
+        max_iter=max_iter,
+        n_init=n_init,
+        block_size=block_size,
+        n_candidates=len(n_components),
+    )
+    # The data as columns, see bayesgmm.stats.
+    out = jax.device_get(
+        em.fit(
+            np.asarray(X.T, dtype), np.asarray(sample_weight, dtype), settings, static, n_threads
+        )
+    )
+    outcomes = []
+    for c, (k, p) in enumerate(zip(n_components, priors, strict=True)):
+        outcomes.append(_best_restart(out, covariance_type, reg_covar, c, k, p))
+    return outcomes
+
+
+def _best_restart(
+    out: em.FitOutput, covariance_type: str, reg_covar: float, c: int, k: int, prior
+) -> Outcome | str:
+    ok = ~out.singular[c] & np.isfinite(out.objective[c])
+    if not np.any(ok):
+        return singular_message(reg_covar, int(out.n_iter[c][0]))
+    if not np.all(ok):
+        warnings.warn(
+            f"{int(np.sum(~ok))} of {len(ok)} restarts ended in a singular covariance and "
+            "were discarded; a prior (prior='default') avoids this.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    best = int(np.argmax(np.where(ok, out.objective[c], -np.inf)))
+    n_iter = int(out.n_iter[c][best])
+    p = jax.tree.map(operator.itemgetter((c, best)), out.params)
+    cov = p.covariances if covariance_type == "tied" else p.covariances[:k]
+    pc = p.precisions_chol if covariance_type == "tied" else p.precisions_chol[:k]
+    # device_put, not jnp.asarray, which compiles a small program per shape.
+    params = GMMParams(*jax.device_put((p.weights[:k], p.means[:k], cov, pc)))
+    return Outcome(
+        n_components=k,
+        params=params,
+        n_iter=n_iter,
+        converged=bool(out.converged[c][best]),
+        log_likelihood=float(out.log_likelihood[c][best]),
+        objective=float(out.objective[c][best]),
+        history=np.asarray(out.history[c][best][1 : n_iter + 1]),
+        prior=prior,
+    )
