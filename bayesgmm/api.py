@@ -353,8 +353,7 @@ class Mixture:
         if "log_prior" not in post.children:
             add_log_prior(post, self.resolve_prior(X, sample_weight))
         if posterior_predictive:
-            # A stream of its own: the posterior draws do not depend on whether this is asked for.
-            add_posterior_predictive(post, rng_key, stream=1)
+            add_posterior_predictive(post, rng_key, stream=1)  # a stream of its own
         return post
 
     def sample_prior_predictive(
@@ -367,8 +366,7 @@ class Mixture:
     ):
         """Draw parameters from the prior, and from each a data set of ``len(X)`` rows.
 
-        The data-based prior defaults (``prior="default"`` or a :class:`Prior` with ``None``
-        entries) are taken from ``X`` itself: no earlier fit is needed.
+        Data-based prior defaults are taken from ``X`` itself (no earlier fit is needed).
 
         Parameters
         ----------
