@@ -272,8 +272,16 @@ def run(args) -> list[dict]:
             label = sampler if args.sampler_prior == "same" else f"{sampler}-dataprior"
             t0 = time.perf_counter()
             per_q: dict[str, list[int]] = {}
+            failures = []
             for rep in range(args.replicates):
-                res = replicate(setting, rep, sampler, args)
+                try:
+                    res = replicate(setting, rep, sampler, args)
+                except ValueError as err:  # e.g. the reference EM fit on an emptied component
+                    failures.append(rep)
+                    print(f"{name} {label} replicate {rep} failed: {err}", flush=True)
+                    continue
+                if (rep + 1) % 25 == 0:
+                    print(f"{name} {label}: {rep + 1} replicates", flush=True)
                 for q, r in res["ranks"].items():
                     per_q.setdefault(q, []).append(r)
                     rows.append(
@@ -304,7 +312,8 @@ def run(args) -> list[dict]:
                 )
             worst = min(t["ks_p"] for t in tests if t["setting"] == name and t["sampler"] == label)
             print(
-                f"{name:14s} {label:6s} {args.replicates} replicates in {elapsed:.0f} s; "
+                f"{name:14s} {label:6s} {args.replicates} replicates ({len(failures)} failed: "
+                f"{failures}) in {elapsed:.0f} s; "
                 f"smallest KS p = {worst:.3g}",
                 flush=True,
             )
