@@ -364,27 +364,12 @@ class Mixture:
         *,
         sample_weight: ArrayLike | None = None,
     ):
-        """Draw parameters from the prior, and from each a data set of ``len(X)`` rows.
+        """Draw ``num_samples`` parameter sets from the prior and a data set like ``X`` from each.
 
-        Data-based prior defaults are taken from ``X`` itself (no earlier fit is needed).
-
-        Parameters
-        ----------
-        X : array of shape (n_samples, n_features) or (n_samples,)
-            The data whose size and (for the defaults) moments the prior uses.
-        num_samples : int, default=500
-            Prior draws.
-        rng_key : int or jax.random key, default=0
-        sample_weight : array of shape (n_samples,), optional
-            Row weights of the data moments behind the default prior.
-
-        Returns
-        -------
-        xarray.DataTree
-            ``prior``: ``weights``, ``means``, ``covariances`` with the dims of the posterior
-            group (chain of length 1, draw of length ``num_samples``);
-            ``prior_predictive``: ``obs`` (chain, draw, obs_id, feature);
-            ``observed_data``: ``obs`` (``X``).
+        Data-based prior defaults come from ``X`` itself (no earlier fit is needed). Returns an
+        ``xarray.DataTree`` with ``prior`` (``weights``, ``means``, ``covariances``; dims as
+        the posterior group's, one chain) and ``prior_predictive`` (``obs``: chain, draw,
+        obs_id, feature); see :func:`bayesgmm.predictive.sample_prior_predictive`.
         """
         from .predictive import sample_prior_predictive
 

@@ -339,9 +339,26 @@ def prior_draws(
 def sample_prior_predictive(
     mixture, X, num_samples: int = 500, rng_key=0, sample_weight=None
 ) -> xarray.DataTree:
-    """Draw parameters from the prior and a data set like ``X`` from each.
+    """Draw parameters from the prior, and from each a data set of ``len(X)`` rows.
 
-    See :meth:`bayesgmm.Mixture.sample_prior_predictive`.
+    Parameters
+    ----------
+    mixture : Mixture
+        A mixture with a prior (``"default"`` or a :class:`bayesgmm.Prior`).
+    X : array of shape (n_samples, n_features) or (n_samples,)
+        The data whose size and (for data-based defaults) moments the prior uses.
+    num_samples : int, default=500
+        Prior draws.
+    rng_key : int or jax.random key, default=0
+    sample_weight : array of shape (n_samples,), optional
+        Row weights of the data moments behind the default prior.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``prior``: ``weights``, ``means``, ``covariances`` with the dims of the posterior
+        group (a chain of length 1, ``num_samples`` draws); ``prior_predictive``: ``obs``
+        (chain, draw, obs_id, feature); ``observed_data``: ``obs`` (``X``).
     """
     if mixture.prior is None:
         raise ValueError(
