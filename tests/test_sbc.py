@@ -54,7 +54,7 @@ def test_smoke_sbc_detects_gross_miscalibration(monkeypatch):
     """The same smoke check fails for a sampler that sees only a quarter of the rows (its
     posterior is too wide, so the truth's log-likelihood ranks pile up at the top). The Gibbs
     reference plays that sampler, so that the check is cheap."""
-    args = _args(draws=19, bins=5, gibbs_burn=50, gibbs_iter=190)
+    args = _args(draws=19, bins=5, gibbs_burn=30, gibbs_iter=100)
     setting = sbc.SETTINGS["K2-D1-full"]
     run_gibbs = sbc.run_gibbs
     monkeypatch.setitem(sbc.SAMPLERS, "gibbs", lambda X, *a: run_gibbs(X[: len(X) // 4], *a))
