@@ -12,7 +12,7 @@ import numbers
 
 import numpy as np
 
-from .init import INIT_METHODS
+from .init import INIT_ALIASES, INIT_METHODS
 from .params import COVARIANCE_TYPES
 
 
@@ -90,9 +90,19 @@ def check_covariance_type(covariance_type) -> str:
 
 
 def check_init(init) -> str:
+    """The init method's name; scikit-learn's spelling ``"k-means++"`` means ``"kmeans++"``."""
+    if isinstance(init, str) and init in INIT_ALIASES:
+        return INIT_ALIASES[init]
     if init not in INIT_METHODS:
-        raise ValueError(f"init must be one of {', '.join(map(repr, INIT_METHODS))}, got {init!r}.")
+        names = (*INIT_METHODS, *INIT_ALIASES)
+        raise ValueError(f"init must be one of {', '.join(map(repr, names))}, got {init!r}.")
     return init
+
+
+def check_nonnegative_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    return int(value)
 
 
 def check_positive_int(value, name: str) -> int:
@@ -124,18 +134,35 @@ def check_enough_samples(n_samples: int, sample_weight: np.ndarray, n_components
         )
 
 
-def check_init_params(init_params, n_components: int, n_features: int, covariance_type: str):
-    """Validated copies (weights, means, covariances) of user-given starting parameters."""
+def check_init_params(
+    init_params, n_components: int, n_features: int, covariance_type: str, partial: bool = False
+):
+    """Validated copies (weights, means, covariances) of user-given starting parameters.
+
+    With ``partial=True`` any non-empty subset of the three keys may be given; the missing ones
+    come back as None. Symmetry and the weights' sum are checked with a tolerance scaled to the
+    precision of the given array (``100 eps``), so that a float32 fit's own parameters pass; the
+    copies are float64, symmetrised.
+    """
+    names = ("weights", "means", "covariances")
     if not isinstance(init_params, dict):
         raise ValueError(
             "init_params must be a dict with keys 'weights', 'means', 'covariances', "
             f"got {type(init_params).__name__}."
         )
-    missing = {"weights", "means", "covariances"} - set(init_params)
-    if missing:
+    unknown = set(init_params) - set(names)
+    if unknown:
+        raise ValueError(
+            f"init_params has unknown keys {sorted(map(str, unknown))}; expected a subset of "
+            "'weights', 'means', 'covariances'."
+        )
+    missing = set(names) - set(init_params)
+    if missing and not partial:
         raise ValueError(
             f"init_params is missing {sorted(missing)}; it needs weights, means, covariances."
         )
+    if len(missing) == len(names):
+        raise ValueError("init_params must give at least one of weights, means, covariances.")
     k, d = n_components, n_features
     shapes = {
         "weights": (k,),
@@ -144,12 +171,18 @@ def check_init_params(init_params, n_components: int, n_features: int, covarianc
             covariance_type
         ],
     }
-    out = {}
+    out = dict.fromkeys(names)
+    eps = {}
     for key, shape in shapes.items():
+        if key not in init_params:
+            continue
         try:
-            arr = np.array(init_params[key], dtype=np.float64, copy=True)
+            given = np.asarray(init_params[key])
+            arr = np.array(given, dtype=np.float64, copy=True)
         except (TypeError, ValueError):
             raise ValueError(f"init_params['{key}'] must be a numeric array.") from None
+        # The precision the numbers were given in (float64 for anything not a float).
+        eps[key] = float(np.finfo(given.dtype if given.dtype.kind == "f" else np.float64).eps)
         if key == "means" and d == 1 and arr.shape == (k,):
             arr = arr[:, None]
         if key == "covariances" and d == 1 and covariance_type == "full" and arr.shape == (k,):
@@ -163,21 +196,29 @@ def check_init_params(init_params, n_components: int, n_features: int, covarianc
             raise ValueError(f"init_params['{key}'] contains NaN or infinite values.")
         out[key] = arr
     w = out["weights"]
-    if np.any(w <= 0) or not np.isclose(w.sum(), 1.0, rtol=0, atol=1e-6):
-        raise ValueError(
-            f"init_params['weights'] must be positive and sum to 1, got sum {w.sum():.6g} "
-            f"and minimum {w.min():.6g}."
-        )
-    out["weights"] = w / w.sum()
+    if w is not None:
+        atol = max(1e-6, 100 * k * eps["weights"])
+        if np.any(w <= 0) or not np.isclose(w.sum(), 1.0, rtol=0, atol=atol):
+            raise ValueError(
+                f"init_params['weights'] must be positive and sum to 1, got sum {w.sum():.6g} "
+                f"and minimum {w.min():.6g}."
+            )
+        out["weights"] = w / w.sum()
     cov = out["covariances"]
-    if covariance_type in ("full", "tied"):
+    if cov is None:
+        pass
+    elif covariance_type in ("full", "tied"):
         mats = cov if covariance_type == "full" else cov[None]
+        rtol = max(1e-8, 100 * eps["covariances"])
         for i, m in enumerate(mats):
-            if not np.allclose(m, m.T, rtol=1e-8, atol=1e-12) or not _is_pd(m):
+            scale = np.max(np.abs(m))
+            if np.max(np.abs(m - m.T)) > rtol * scale or not _is_pd(m):
                 where = f"[{i}]" if covariance_type == "full" else ""
                 raise ValueError(
-                    f"init_params['covariances']{where} must be symmetric positive definite."
+                    f"init_params['covariances']{where} must be symmetric positive definite "
+                    f"(symmetric to a relative {rtol:.1e})."
                 )
+        cov = (cov + np.swapaxes(cov, -1, -2)) / 2
     elif np.any(cov <= 0):
         raise ValueError("init_params['covariances'] (variances) must be positive.")
     return out["weights"], out["means"], cov
@@ -231,7 +272,7 @@ def check_em_settings(*, init, n_init, max_iter, tol, rng_key) -> dict:
     return dict(
         init=check_init(init),
         n_init=check_positive_int(n_init, "n_init"),
-        max_iter=check_positive_int(max_iter, "max_iter"),
+        max_iter=check_nonnegative_int(max_iter, "max_iter"),
         tol=check_nonnegative_float(tol, "tol"),
         rng_key=check_rng_key(rng_key),
     )

@@ -198,14 +198,17 @@ class Mixture:
         n_init : int, default=1
             Restarts, run together under ``vmap``; the best objective wins.
         init : {"kmeans", "kmeans++", "random", "random_from_data"}, default="kmeans"
+            ``"k-means++"`` (scikit-learn's spelling) is ``"kmeans++"``.
         max_iter : int, default=1000
-            Maximum number of iterations (E-step + M-step).
+            Maximum number of iterations (E-step + M-step); 0 returns the start, scored.
         tol : float, default=1e-6
             Stop when the objective per sample changes by less than ``tol``.
         sample_weight : array of shape (n_samples,), optional
             Non-negative row weights; integer weights equal repeating rows.
         init_params : dict, optional
             ``dict(weights=, means=, covariances=)`` to start from; the first E-step uses them.
+            Any of the three may be left out: ``init`` gives the rest, as scikit-learn's
+            ``weights_init``, ``means_init`` and ``precisions_init`` do.
 
         Returns
         -------
@@ -221,7 +224,7 @@ class Mixture:
         ip = None
         if init_params is not None:
             ip = v.check_init_params(
-                init_params, self.n_components, Xa.shape[1], self.covariance_type
+                init_params, self.n_components, Xa.shape[1], self.covariance_type, partial=True
             )
         (out,) = fit_candidates(
             Xa,

@@ -118,7 +118,8 @@ def fit_candidates(
     reg_covar, rng_key, n_init, init, max_iter, tol
         Validated settings, as :meth:`bayesgmm.Mixture.fit_em` documents them.
     init_params : (weights, means, covariances), optional
-        The single start of a single candidate (validated); ``n_init`` is then 1.
+        The single start of a single candidate (validated); ``n_init`` is then 1. Entries
+        left None come from ``init``, restart by restart.
     moments : DataMoments, optional
         The data's moments, for the prior's data-based defaults; computed here when needed and
         not given (a caller fitting several covariance types computes them once).
@@ -141,8 +142,8 @@ def fit_candidates(
     if moments is None and needs_data(prior):
         moments = data_moments(X, sample_weight)
     priors = [resolve_prior(prior, moments, k, covariance_type) for k in n_components]
-    if init_params is not None:
-        n_init = 1
+    if init_params is not None and all(a is not None for a in init_params):
+        n_init = 1  # a fully given start leaves nothing to restart
     # NumPy arguments of the right dtype go straight into the compiled program: jnp.asarray
     # with a dtype conversion would compile a small program of its own for each of them.
     prior_batch = None
@@ -155,7 +156,7 @@ def fit_candidates(
         prior=prior_batch,
         init_params=None
         if init_params is None
-        else tuple(np.asarray(a, dtype) for a in init_params),
+        else tuple(None if a is None else np.asarray(a, dtype) for a in init_params),
         n_active=np.asarray(n_components, np.int32),
     )
     static = em.FitStatic(

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from .init import initial_params
+from .init import initial_params, with_given
 from .mstep import m_step
 from .numerics import tiny
 from .params import GMMParams, make_params
@@ -114,6 +114,7 @@ def init_state(params: GMMParams, max_iter: int) -> EMState:
     """The state before the first iteration of a fit starting from ``params``."""
     dtype = params.means.dtype
     false = jnp.zeros((), bool)
+    # max_iter=0 stops at once: the one E-step scores the starting parameters.
     return EMState(
         params=params,
         n_iter=jnp.zeros((), jnp.int32),
@@ -121,7 +122,7 @@ def init_state(params: GMMParams, max_iter: int) -> EMState:
         history=jnp.full(max_iter + 1, jnp.nan, dtype),
         converged=false,
         singular=false,
-        stop=false,
+        stop=jnp.array(max_iter == 0),
         done=false,
         log_likelihood=jnp.array(jnp.nan, dtype),
     )
@@ -210,8 +211,9 @@ class FitSettings(NamedTuple):
     reg_covar: Array  # shape=()
     # Batched like ``n_active``: every leaf has a leading (n_candidates,) axis; None for ML.
     prior: PriorParams | None
-    # (weights, means, covariances) of the single start, or None to draw starts with ``init``
-    init_params: tuple[Array, Array, Array] | None
+    # (weights, means, covariances) of the single start, or None to draw starts with ``init``;
+    # entries left None come from ``init`` (whose starts then still differ by restart)
+    init_params: tuple[Array | None, Array | None, Array | None] | None
     # shape=(n_candidates,), int: components of each candidate, at most ``n_components``; the
     # first ``n_active`` are used and the rest are padding, so one compiled program (vectorised
     # with ``vmap``) serves a whole search over K.
@@ -264,9 +266,10 @@ def _start(
     def one(k_active, prior, key):
         active = jnp.arange(k_max) < k_active
         cfg = EMConfig(settings.tol, settings.reg_covar, prior, threshold, active)
-        if settings.init_params is not None:
-            params0 = make_params(*settings.init_params, covariance_type)
-        else:
+        given = settings.init_params
+        if given is not None and all(a is not None for a in given):
+            params0 = make_params(*given, covariance_type)
+        else:  # no or some given parameters: the init method gives the rest
             params0 = initial_params(
                 key,
                 Xt,
@@ -279,6 +282,8 @@ def _start(
                 covariance_type,
                 active,
             )
+            if given is not None:
+                params0 = with_given(params0, given, covariance_type)
         return cfg, init_state(params0, static.max_iter)
 
     keys = jax.random.split(settings.rng_key, static.n_init)
@@ -391,7 +396,8 @@ def _fit_threaded(
             params = state.params
             # The first iteration runs in this thread: the threads must not all compile at once.
             mapper = map if first else pool.map
-            outs = list(mapper(partial(_run_share, share, params), range(n_threads)))
+            run = partial(_run_share, share, params, bool(jax.config.jax_enable_x64))
+            outs = list(mapper(run, range(n_threads)))
             first = False
             state, done = _advance_all(
                 state,
@@ -406,8 +412,11 @@ def _fit_threaded(
     return _finish_all(state, cfg, covariance_type=covariance_type, single=single)
 
 
-def _run_share(share, params, thread):
-    return jax.block_until_ready(share(params, thread))
+def _run_share(share, params, x64, thread):
+    # JAX's config contexts (``with jax.enable_x64(...)``) are thread-local: a worker thread
+    # would see the global setting, not the caller's, and compute float64 data in float32.
+    with jax.enable_x64(x64):
+        return jax.block_until_ready(share(params, thread))
 
 
 def available_threads() -> int:

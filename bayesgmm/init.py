@@ -13,11 +13,13 @@ import jax.numpy as jnp
 from jax import Array
 
 from .mstep import m_step
-from .params import GMMParams
+from .params import GMMParams, make_params
 from .priors import PriorParams
 from .stats import accumulate, sum_blocks
 
 INIT_METHODS = ("kmeans", "kmeans++", "random", "random_from_data")
+# scikit-learn's spelling of the D^2 seeding.
+INIT_ALIASES = {"k-means++": "kmeans++"}
 _KMEANS_MAX_ITER = 100
 
 
@@ -140,3 +142,22 @@ def initial_params(
         raise ValueError(f"unknown init {init!r}")
     stats = accumulate(Xt, w, block_size, centers, resp_fn, covariance_type)
     return m_step(stats, centers, prior, reg_covar, covariance_type, active)
+
+
+def with_given(
+    params: GMMParams,
+    given: tuple[Array | None, Array | None, Array | None],
+    covariance_type: str,
+) -> GMMParams:
+    """``params`` with the given (not None) weights, means or covariances put in their place.
+
+    This is scikit-learn's partial initialisation: the starting M-step of the ``init`` method
+    gives every parameter and the user's ones replace it (covariances are not recomputed about
+    given means).
+    """
+    weights, means, covariances = (
+        new if new is not None else old for new, old in zip(given, params[:3], strict=True)
+    )
+    if given[2] is None:
+        return GMMParams(weights, means, covariances, params.precisions_chol)
+    return make_params(weights, means, covariances, covariance_type)

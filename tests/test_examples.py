@@ -20,6 +20,7 @@ SETTINGS = {
     "univariate": {"n_per_source": 300, "max_components": 3},
     "singular_prior": {"n_components": (2, 3, 4), "n_init": 10},
     "nuts_posterior": {"num_chains": 1, "num_warmup": 60, "num_samples": 60},
+    "sklearn_pipeline": {"max_components": 2, "n_splits": 2, "priors": ("default",)},
 }
 
 
@@ -49,3 +50,5 @@ def test_example_runs(name, tmp_path, capsys):
         assert np.min(np.asarray(sel_ml.best.covariances)) < 1e-3
         assert np.min(np.asarray(sel_map.best.covariances)) > 1e-2
         assert "became singular" in out
+    elif name == "sklearn_pipeline":
+        assert result.best_params_["gmm__n_components"] == 2
