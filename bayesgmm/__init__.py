@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (None: the submodule of that name)
 _EXPORTS = {
+    "DegenerateFitWarning": "select",
     "FitResult": "api",
     "Mixture": "api",
     "Prior": "priors",
@@ -21,6 +22,7 @@ _EXPORTS = {
     "plot_compare": "posterior",
     "posterior_membership": "predictive",
     "select": "select",
+    "shard_rows": "distributed",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -14,10 +14,12 @@ from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from . import _validation as v
+from . import stream
 from .driver import Outcome, data_moments, fit_candidates
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
 from .priors import Prior, PriorParams, cast_prior, needs_data, resolve_prior
+from .sources import is_source
 from .stats import choose_block_size, log_prob_fn, map_blocks
 
 as_key = v.as_key  # re-exported: the samplers take their keys from here
@@ -34,8 +36,12 @@ class Mixture:
     covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
         Structure of the covariances, with scikit-learn's shapes.
     prior : None, "default" or Prior, default=None
-        ``None`` fits maximum likelihood. ``"default"`` uses the data-based conjugate prior of
-        Fraley & Raftery (2007); a :class:`Prior` sets hyperparameters explicitly.
+        ``None`` fits maximum likelihood. ``"default"`` uses mclust's data-based conjugate prior
+        (``defaultPrior``, Fraley & Raftery 2007): with V the data covariance and
+        f = K^(-2/D), scale f V for full and tied, and for diag and spherical one scale for
+        every coordinate, f trace(V) / D; D + 2 degrees of freedom, mean precision 0.01 about
+        the data mean, a flat Dirichlet (see :class:`Prior`, also for ``scale="per_feature"``).
+        A :class:`Prior` sets hyperparameters explicitly.
     reg_covar : float, default=1e-6
         Added to the covariance diagonal in maximum-likelihood fits (as scikit-learn does).
         Ignored with a prior, which regularises the covariances itself.
@@ -188,12 +194,18 @@ class Mixture:
         tol: float = 1e-6,
         sample_weight: ArrayLike | None = None,
         init_params: dict | None = None,
+        chunk_size: int | None = None,
     ) -> FitResult:
         """Fit maximum-likelihood (``prior=None``) or MAP estimates by EM.
 
         Parameters
         ----------
-        X : array of shape (n_samples, n_features) or (n_samples,)
+        X : array of shape (n_samples, n_features) or (n_samples,), a source, or sharded rows
+            A source (``np.load(path, mmap_mode="r")``, ``h5py.Dataset``, ``zarr.Array``,
+            ``dask.array.Array``: anything with ``.shape``, ``.dtype`` and row slicing that is
+            not an in-memory array) is streamed: every iteration is one pass over it, chunk by
+            chunk. The output of :func:`bayesgmm.shard_rows` is fitted on all its devices and
+            processes. Either gives the in-memory fit up to rounding.
         rng_key : int or jax.random key, default=0
         n_init : int, default=1
             Restarts, run together under ``vmap``; the best objective wins.
@@ -209,6 +221,9 @@ class Mixture:
             ``dict(weights=, means=, covariances=)`` to start from; the first E-step uses them.
             Any of the three may be left out: ``init`` gives the rest, as scikit-learn's
             ``weights_init``, ``means_init`` and ``precisions_init`` do.
+        chunk_size : int, optional
+            Rows read at a time when ``X`` is streamed (given, it also streams an in-memory
+            ``X``); by default about 32 MiB of rows. ``sample_weight`` may then be a source too.
 
         Returns
         -------
@@ -218,6 +233,20 @@ class Mixture:
             init=init, n_init=n_init, max_iter=max_iter, tol=tol, rng_key=rng_key
         )
         v.check_em_prior(self.prior)
+        if chunk_size is not None or stream.streamed_or_sharded(X):
+            ((out,),), _, d = stream.fit_rows(
+                [(self.covariance_type, [self.n_components])],
+                X,
+                sample_weight,
+                prior=self.prior,
+                reg_covar=self.reg_covar,
+                chunk_size=chunk_size,
+                init_params=init_params,
+                **settings,
+            )
+            if isinstance(out, str):
+                raise ValueError(out)
+            return FitResult.from_outcome(self, out, d)
         Xa = v.check_X(X, dtype=float_dtype())
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
         v.check_enough_samples(Xa.shape[0], w, self.n_components)
@@ -525,6 +554,14 @@ class FitResult:
 
     # ------------------------------------------------------------------ scoring
     def _score_rows(self, X, output: str) -> Array:
+        if stream.streamed_or_sharded(X):  # in chunks, or this process's rows
+            X = stream.local_rows(X)
+            if is_source(X):
+                cov = self.covariance_type
+                return stream.map_source(
+                    X, self._params, self.n_features_in,
+                    lambda xt, block: _score_rows(xt, self._params, cov, block, output),
+                )  # fmt: skip
         Xa = v.check_X(X, n_features=self.n_features_in, dtype=self.means.dtype)
         Xt = np.asarray(Xa.T, self.means.dtype)  # the rows as columns, see bayesgmm.stats
         block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
@@ -551,9 +588,8 @@ class FitResult:
 
         For MAP fits the log-likelihood is taken at the MAP estimate, as mclust does.
         """
-        n = v.check_X(X, n_features=self.n_features_in).shape[0]
-        total = float(np.sum(np.asarray(self.score_samples(X), np.float64)))
-        return -2 * total + self.n_parameters * np.log(n)
+        ll = np.asarray(self.score_samples(X), np.float64)  # also for sources, in chunks
+        return -2 * float(np.sum(ll)) + self.n_parameters * np.log(ll.shape[0])
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion (lower is better)."""

@@ -73,8 +73,16 @@ def data_moments(
     return DataMoments(np.asarray(mean, np.float64), np.asarray(cov, np.float64), float(total))
 
 
-def singular_message(reg_covar: float, n_iter: int) -> str:
+def singular_message(reg_covar: float, n_iter: int, with_prior: bool = False) -> str:
     """What to tell the user when every restart of a candidate ended in a singular covariance."""
+    if with_prior:
+        return (
+            "EM failed: a component's covariance became singular after "
+            f"{n_iter} iteration(s) despite the prior: the component collapsed onto a few "
+            "(nearly) repeated points and the prior's scale was too small to hold its variance "
+            "above zero. To fix it, use a stronger prior (a larger Prior(scale=...) or "
+            "degrees_of_freedom) or fewer components."
+        )
     return (
         "EM failed: a component's covariance became singular after "
         f"{n_iter} iteration(s): the component collapsed onto a few (nearly) repeated points, "
@@ -185,11 +193,17 @@ def _best_restart(
 ) -> Outcome | str:
     ok = ~out.singular[c] & np.isfinite(out.objective[c])
     if not np.any(ok):
-        return singular_message(reg_covar, int(out.n_iter[c][0]))
+        return singular_message(reg_covar, int(out.n_iter[c][0]), prior is not None)
     if not np.all(ok):
+        helps = (
+            "a stronger prior (a larger Prior(scale=...) or degrees_of_freedom) or fewer "
+            "components avoids this"
+            if prior is not None
+            else f"a prior (prior='default') or a larger reg_covar (now {reg_covar:g}) avoids this"
+        )
         warnings.warn(
-            f"{int(np.sum(~ok))} of {len(ok)} restarts ended in a singular covariance and "
-            "were discarded; a prior (prior='default') avoids this.",
+            f"{int(np.sum(~ok))} of {len(ok)} restarts of K={k} ended in a singular covariance "
+            f"and were discarded; {helps}.",
             RuntimeWarning,
             stacklevel=4,
         )

@@ -10,9 +10,17 @@ The prior (see ``docs/design.md``) is
 - spherical: covariances[k] ~ InverseGamma(nu / 2, s / 2), s = trace(Psi) / D;
              means[k] ~ Normal(m0, cov[k] / kappa * I)
 
-In one dimension the four coincide. Defaults follow Fraley & Raftery (2007), as mclust's
-``priorControl()``: kappa = 0.01, m0 = the data mean, nu = D + 2, Psi = cov(data) / K^(2/D),
-alpha = 1 (a flat Dirichlet).
+In one dimension the four coincide. The defaults are mclust's ``defaultPrior`` (Fraley &
+Raftery 2007, as ``priorControl()`` uses them), with V = the data covariance (divisor: total
+weight - 1, as R's ``var``) and f = K^(-2/D):
+
+- every type: alpha = 1 (a flat Dirichlet), kappa = 0.01, m0 = the data mean, nu = D + 2;
+- full, tied (mclust's VVV, EEE): Psi = f V (f diag(V) when the total weight is at most D);
+- diag, spherical (VVI, VII): one scale for every coordinate, s = f trace(V) / D (the mean of
+  the coordinates' variances, times f); diag's Psi_dd = s for every d.
+
+``Prior(scale="per_feature")`` keeps each coordinate's own variance instead: Psi = f V read as
+a matrix by every type, so diag's Psi_dd = f V_dd (full, tied and spherical are unchanged).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import numpy as np
 from jax import Array
 from jax.scipy.special import gammaln, multigammaln
 
+from .numerics import float_dtype
 from .params import GMMParams, log_det_precision_chol
 
 
@@ -43,9 +52,18 @@ class Prior:
         Prior mean ``m0``; defaults to the (weighted) data mean.
     degrees_of_freedom : float, optional
         ``nu``; defaults to ``n_features + 2``. Must exceed ``n_features - 1``.
-    scale : array of shape (n_features, n_features), optional
-        ``Psi``; defaults to ``cov(data) / n_components ** (2 / n_features)``. For ``diag`` a
-        vector of shape (n_features,) is accepted too, and for ``spherical`` a positive scalar.
+    scale : array of shape (n_features, n_features), "per_feature" or None, optional
+        ``Psi``. ``None`` takes mclust's default, with ``V`` the data covariance and
+        ``f = n_components ** (-2 / n_features)``: ``f V`` for ``full`` and ``tied``; for
+        ``diag`` and ``spherical`` one scale for every coordinate, ``f trace(V) / n_features``.
+        ``"per_feature"`` gives ``diag`` each coordinate's own variance, ``f V_dd`` (the other
+        types as by default): a weaker prior on the coordinates of small variance when the
+        coordinates' units differ. For ``diag`` a vector of shape (n_features,) is accepted
+        too, and for ``spherical`` a positive scalar.
+
+    Every number must be finite and at most ``sqrt(finfo(dtype).max)`` of the working
+    precision (about 1.3e154 in float64, 1.8e19 in float32): the log-prior multiplies the
+    hyperparameters by quantities of the data's own size, which must not overflow.
     """
 
     weight_concentration: float = 1.0
@@ -65,14 +83,53 @@ class PriorParams(NamedTuple):
     scale: Array  # full/tied (D, D); diag (D,); spherical ()
 
 
-def _positive_scalar(value, name: str) -> float:
+PER_FEATURE = "per_feature"
+
+
+def hyper_limit(dtype=None) -> float:
+    """The largest magnitude a hyperparameter may have: ``sqrt(finfo(dtype).max)``.
+
+    The log-prior and the MAP M-step multiply a hyperparameter by quantities of the data's size
+    (log-weights, squared distances, log-determinants, soft counts); below this bound such a
+    product cannot overflow. ``dtype`` defaults to the working precision.
+    """
+    return float(np.sqrt(np.finfo(float_dtype() if dtype is None else dtype).max))
+
+
+def _positive_scalar(value, name: str, limit: float) -> float:
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"Prior {name} must be a positive number, got {value!r}.") from None
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"Prior {name} must be a positive finite number, got {value!r}.")
+    if v > limit:
+        raise ValueError(
+            f"Prior {name} must be at most {limit:.3g} in this precision (larger values "
+            f"overflow the log-prior), got {value!r}."
+        )
     return v
+
+
+def _float_array(value, name: str) -> np.ndarray:
+    """``value`` as a float64 array, refusing text, complex numbers and objects by ``name``."""
+    try:
+        arr = np.array(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError
+        return arr.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"Prior {name} must be an array of real numbers, got {value!r}.") from None
+
+
+def _check_range(arr: np.ndarray, name: str, limit: float) -> None:
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"Prior {name} must be finite, got NaN or inf.")
+    if arr.size and float(np.max(np.abs(arr))) > limit:
+        raise ValueError(
+            f"Prior {name} entries must be at most {limit:.3g} in magnitude in this precision "
+            f"(larger values overflow the log-prior), got {float(np.max(np.abs(arr))):.3g}."
+        )
 
 
 class DataMoments(NamedTuple):
@@ -83,11 +140,17 @@ class DataMoments(NamedTuple):
     total_weight: float  # sum of the sample weights
 
 
+def _is_per_feature(scale) -> bool:
+    return isinstance(scale, str) and scale == PER_FEATURE
+
+
 def needs_data(prior: Prior | str | None) -> bool:
     """Whether ``prior`` has data-based defaults (a mean or scale left to the data)."""
     if prior is None:
         return False
-    return not isinstance(prior, Prior) or prior.mean is None or prior.scale is None
+    if not isinstance(prior, Prior):
+        return True
+    return prior.mean is None or prior.scale is None or _is_per_feature(prior.scale)
 
 
 def resolve_prior(
@@ -95,6 +158,7 @@ def resolve_prior(
     moments: DataMoments | None,
     n_components: int,
     covariance_type: str,
+    dtype=None,
 ) -> PriorParams | None:
     """Validate ``prior`` and fill in the data-based defaults, in NumPy float64.
 
@@ -107,11 +171,15 @@ def resolve_prior(
         with divisor ``total_weight - 1`` (as R's ``var``, when the total exceeds 1).
     n_components : int
     covariance_type : str
+    dtype : numpy dtype, optional
+        The precision the fit runs in (default: the working precision); hyperparameters above
+        :func:`hyper_limit` of it are refused.
 
     Returns
     -------
     PriorParams or None
-        ``None`` for maximum likelihood (``prior=None``).
+        ``None`` for maximum likelihood (``prior=None``). See the module docstring for the
+        defaults (mclust's ``defaultPrior``).
     """
     if prior is None:
         return None
@@ -134,51 +202,50 @@ def resolve_prior(
         raise ValueError("resolve_prior needs the data's moments for data-based defaults.")
     else:
         d = int(np.size(prior.mean))
-    alpha = _positive_scalar(prior.weight_concentration, "weight_concentration")
-    kappa = _positive_scalar(prior.mean_precision, "mean_precision")
+    limit = hyper_limit(dtype)
+    alpha = _positive_scalar(prior.weight_concentration, "weight_concentration", limit)
+    kappa = _positive_scalar(prior.mean_precision, "mean_precision", limit)
 
     if prior.mean is None:
         mean = data_mean
     else:
-        mean = (
-            np.asarray(prior.mean, dtype=np.float64).reshape(-1)
-            if np.ndim(prior.mean) <= 1
-            else None
-        )
+        mean = _float_array(prior.mean, "mean")
+        mean = mean.reshape(-1) if mean.ndim <= 1 else None
         if mean is None or mean.shape != (d,):
             raise ValueError(
                 f"Prior mean must have shape ({d},) to match n_features={d}, "
                 f"got shape {np.shape(prior.mean)}."
             )
-        if not np.all(np.isfinite(mean)):
-            raise ValueError("Prior mean must be finite, got NaN or inf.")
+        _check_range(mean, "mean", limit)
 
     if prior.degrees_of_freedom is None:
         dof = d + 2.0
     else:
-        dof = _positive_scalar(prior.degrees_of_freedom, "degrees_of_freedom")
+        dof = _positive_scalar(prior.degrees_of_freedom, "degrees_of_freedom", limit)
         if dof <= d - 1:
             raise ValueError(
                 f"Prior degrees_of_freedom must be greater than n_features - 1 = {d - 1}, "
                 f"got {dof}."
             )
 
-    if prior.scale is None:
-        scale = data_cov / n_components ** (2.0 / d)
-        if not _well_conditioned(scale):
-            raise ValueError(
-                "prior='default' needs a positive definite data covariance for its scale "
-                "(data covariance / K^(2/D)), but the data covariance is singular: a constant "
-                "column, linearly dependent columns or too few distinct rows. Drop the redundant "
-                "columns or pass bayesgmm.Prior(scale=...) with a positive definite matrix."
-            )
+    per_feature = _is_per_feature(prior.scale)
+    if prior.scale is None or per_feature:
+        scale = _default_scale(data_cov, total, n_components, covariance_type, per_feature)
+    elif isinstance(prior.scale, str):
+        raise ValueError(
+            f"Prior scale must be an array, None or {PER_FEATURE!r}, got {prior.scale!r}."
+        )
     else:
         scale = _check_scale(prior.scale, d, covariance_type)
+        _check_range(scale, "scale", limit)
 
     if covariance_type in ("full", "tied"):
         scale_arr = scale
     elif covariance_type == "diag":
-        scale_arr = np.diagonal(scale).copy() if scale.ndim == 2 else scale
+        if scale.ndim == 2:
+            scale_arr = np.diagonal(scale).copy()
+        else:
+            scale_arr = np.broadcast_to(scale, (d,)).copy()
     else:
         if scale.ndim == 2:
             scale_arr = np.asarray(np.trace(scale) / d)
@@ -191,6 +258,37 @@ def resolve_prior(
     )
 
 
+def _default_scale(
+    data_cov: np.ndarray, total: float, n_components: int, covariance_type: str, per_feature: bool
+) -> np.ndarray:
+    """mclust's ``defaultPrior`` scale from the data covariance (see the module docstring)."""
+    d = data_cov.shape[0]
+    fac = float(n_components) ** (-2.0 / d)
+    variances = np.diagonal(data_cov)
+    if covariance_type in ("diag", "spherical"):
+        if not np.all(variances > 0):
+            raise ValueError(
+                "prior='default' needs every column of X to vary (its scale is made of the "
+                "column variances), but X has a constant column. Drop it or pass "
+                "bayesgmm.Prior(scale=...)."
+            )
+        if per_feature:
+            return fac * variances
+        # mclust's VVI and VII: one scale for every coordinate, the mean column variance.
+        return np.asarray(fac * np.sum(variances) / d)
+    # mclust: with no more rows than features the covariance is singular; it keeps the
+    # variances only.
+    scale = fac * (data_cov if total > d else np.diag(variances))
+    if not _well_conditioned(scale):
+        raise ValueError(
+            "prior='default' needs a positive definite data covariance for its scale "
+            "(data covariance / K^(2/D)), but the data covariance is singular: a constant "
+            "column, linearly dependent columns or too few distinct rows. Drop the redundant "
+            "columns or pass bayesgmm.Prior(scale=...) with a positive definite matrix."
+        )
+    return scale
+
+
 def _well_conditioned(matrix: np.ndarray) -> bool:
     """Symmetric positive definite with a condition number that float64 can still resolve."""
     if not np.all(np.isfinite(matrix)):
@@ -200,7 +298,7 @@ def _well_conditioned(matrix: np.ndarray) -> bool:
 
 
 def _check_scale(value, d: int, covariance_type: str) -> np.ndarray:
-    scale = np.array(value, dtype=np.float64)
+    scale = _float_array(value, "scale")
     allowed = {"full": "(D, D)", "tied": "(D, D)", "diag": "(D, D) or (D,)"}.get(
         covariance_type, "(D, D), (D,) or a scalar"
     )

@@ -21,6 +21,8 @@ SETTINGS = {
     "singular_prior": {"n_components": (2, 3, 4), "n_init": 10},
     "nuts_posterior": {"num_chains": 1, "num_warmup": 60, "num_samples": 60},
     "sklearn_pipeline": {"max_components": 2, "n_splits": 2, "priors": ("default",)},
+    "stream_large_file": {"n_rows": 20_000, "memory_mib": 0.25},
+    "two_processes": {"n_rows": 2_000},
 }
 
 
@@ -44,6 +46,10 @@ def test_example_runs(name, tmp_path, capsys):
     assert "wrote" in out
     if name == "quickstart_em":
         assert result.converged and result.means.shape == (2, 2)
+    elif name == "stream_large_file":
+        assert result.n_iter > 1 and "chunks of" in out
+    elif name == "two_processes":
+        assert "both processes hold the same parameters: True" in out
     elif name == "singular_prior":
         sel_ml, sel_map = result
         # The point of the example: ML picks a collapsed component, the prior does not.

@@ -42,16 +42,20 @@ def custom_prior(D):
     )
 
 
-def default_hyper(X, K):
-    """Fraley & Raftery (2007) defaults as documented: alpha 1, kappa 0.01, m0 = mean, nu = D + 2,
-    Psi = cov(X) / K^(2/D) (sample covariance, ddof=1, as R's var() in mclust)."""
+def default_hyper(X, K, covariance_type="full"):
+    """mclust's defaultPrior as documented: alpha 1, kappa 0.01, m0 = mean, nu = D + 2,
+    Psi = cov(X) / K^(2/D) (sample covariance, ddof=1, as R's var() in mclust); for diag (and
+    spherical) one scale for every coordinate, the mean column variance / K^(2/D)."""
     D = X.shape[1]
+    cov = np.atleast_2d(np.cov(X.T, ddof=1))
+    if covariance_type in ("diag", "spherical"):
+        cov = np.eye(D) * np.trace(cov) / D
     return dict(
         weight_concentration=1.0,
         mean_precision=0.01,
         mean=X.mean(0),
         degrees_of_freedom=D + 2.0,
-        scale=np.atleast_2d(np.cov(X.T, ddof=1)) / K ** (2.0 / D),
+        scale=cov / K ** (2.0 / D),
     )
 
 
@@ -200,7 +204,7 @@ def test_model_density_matches_scipy(x64, ref, faithful, blobs3d, which, covaria
     """log p(X, params) of mix.model == scipy likelihood + documented prior (rtol 1e-10)."""
     X, K = (faithful, 2) if which == "default" else (blobs3d, 3)
     if which == "default":
-        prior, h = "default", default_hyper(X, K)
+        prior, h = "default", default_hyper(X, K, covariance_type)
     else:
         h = custom_prior(X.shape[1])
         prior = bg.Prior(**h)

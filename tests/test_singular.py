@@ -95,16 +95,24 @@ DEGENERACY_PRONE_SEARCH = dict(init="random_from_data", n_init=3, rng_key=0)
 
 
 @pytest.mark.slow
-def test_ml_bic_search_picks_degenerate_diag(faithful):
-    """The documented problem: ML BIC over diag models picks a fit with a near-zero variance."""
-    sel = bg.select(
-        faithful,
-        n_components=range(1, 10),
-        covariance_types=("diag",),
-        criterion="bic",
-        **DEGENERACY_PRONE_SEARCH,
-    )
-    assert _min_variance_ratio(sel.best, faithful) < 1e-3
+def test_ml_bic_search_marks_degenerate_diag(faithful):
+    """The documented problem: ML BIC over diag models favours fits with a near-zero variance;
+    select marks them degenerate, warns, and picks a sound candidate."""
+    with pytest.warns(bg.DegenerateFitWarning, match="reg_covar floor"):
+        sel = bg.select(
+            faithful,
+            n_components=range(1, 10),
+            covariance_types=("diag",),
+            criterion="bic",
+            **DEGENERACY_PRONE_SEARCH,
+        )
+    t = sel.table
+    ratios = {k: _min_variance_ratio(res, faithful) for (k, _), res in sel.fits.items()}
+    flagged = t[t["degenerate"]]
+    assert len(flagged) and all(ratios[int(k)] < 1e-3 for k in flagged["n_components"])
+    # Without the flag BIC would pick one of them.
+    assert t["bic"].min() == flagged["bic"].min()
+    assert _min_variance_ratio(sel.best, faithful) >= 1e-3
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..params import COVARIANCE_TYPES
 from . import console, interrupt, options, report
 from .console import CLIError
-from .read import read_csv
+from .read import read_data
 
 
 def register_parser(subparsers) -> None:
@@ -45,7 +45,7 @@ def register_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import bayesgmm as bg
 
-    X, names = read_csv(args.csv, args.columns)
+    X, names = read_data(args.csv, args.columns)
     report.check_out_dir(args.out, args.force)
     k = options.positive(args.n_components, "-k/--n-components")
     if k > X.shape[0]:

@@ -31,7 +31,12 @@ def add_seed(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("csv", type=Path, metavar="CSV", help="data file with a header line")
+    p.add_argument(
+        "csv",
+        type=Path,
+        metavar="DATA",
+        help="data file: CSV with a header line, .npy (streamed) or .parquet (needs pyarrow)",
+    )
     p.add_argument(
         "--columns",
         metavar="A,B,...",

@@ -1,4 +1,5 @@
-"""Reading the command's data: the numeric columns of a CSV file with a header line.
+"""Reading the command's data: a CSV file with a header line, a ``.npy`` array (memory-mapped,
+so that the fit streams it), or a Parquet file (with pyarrow, ``pip install 'bayesgmm[io]'``).
 
 Each check below looks at one thing and fails with a one-line message that names the file and,
 where there is one, the column and the row, before any fitting starts.
@@ -18,6 +19,61 @@ from .console import CLIError, one_line
 LARGEST_VALUE = 1e150
 
 
+def read_data(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
+    """``(X, column_names)`` from a ``.npy``, ``.parquet`` or (any other name) CSV file."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npy":
+        return read_npy(path, columns)
+    if suffix in (".parquet", ".pq"):
+        return read_parquet(path, columns)
+    return read_csv(path, columns)
+
+
+def read_npy(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
+    """A 1-D or 2-D numeric ``.npy`` array, memory-mapped: the fit reads it in chunks.
+
+    Its columns are named ``x0, x1, ...``; ``columns`` picks some of them (which loads those
+    columns into memory). Missing or infinite values are found while fitting, with their rows.
+    """
+    try:
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise CLIError(f"cannot read {path}: no such file") from None
+    except IsADirectoryError:
+        raise CLIError(f"cannot read {path}: it is a folder, not a .npy file") from None
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"cannot read {path} as a NumPy .npy array: {one_line(exc)}") from None
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise CLIError(f"{path} holds an array of shape {X.shape}; expected (rows, columns)")
+    if not np.issubdtype(X.dtype, np.integer) and not np.issubdtype(X.dtype, np.floating):
+        raise CLIError(f"{path} holds {X.dtype} values; bayesgmm needs numbers")
+    header = [f"x{j}" for j in range(X.shape[1])]
+    used, notes = _chosen_columns(header, columns, path)
+    if used != header:
+        X = np.asarray(X[:, [header.index(c) for c in used]])
+    print(f"Read {X.shape[0]} rows of {', '.join(used)} from {path} (memory-mapped, streamed).")
+    return X, used
+
+
+def read_parquet(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
+    """The numeric columns of a Parquet file (needs pyarrow), checked like a CSV file's."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CLIError(
+            f"reading {path} needs pyarrow: pip install 'bayesgmm[io]' (or pyarrow)"
+        ) from None
+    try:
+        df = pq.read_table(path).to_pandas()
+    except FileNotFoundError:
+        raise CLIError(f"cannot read {path}: no such file") from None
+    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        raise CLIError(f"cannot read {path} as Parquet: {one_line(exc)}") from None
+    return _from_frame(df, path, columns)
+
+
 def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
     """The numeric columns of a CSV file with a header: ``(X, column_names)``.
 
@@ -26,8 +82,13 @@ def read_csv(path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
     other values, a missing, infinite or overflowing value is an error that names the column
     and the row.
     """
-    df = _parse(path, _first_bytes(path))
-    header = [str(c) for c in df.columns]
+    return _from_frame(_parse(path, _first_bytes(path)), path, columns)
+
+
+def _from_frame(df, path: Path, columns: str | None) -> tuple[np.ndarray, list[str]]:
+    """The checked numeric columns of a table read from ``path``."""
+    df.columns = [str(c) for c in df.columns]
+    header = list(df.columns)
     _check_header(header, path)
     if len(df) == 0:
         raise CLIError(f"{path} has a header but no data rows")

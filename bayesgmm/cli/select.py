@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import console, interrupt, options, report
 from .console import CLIError
-from .read import read_csv
+from .read import read_data
 
 
 def register_parser(subparsers) -> None:
@@ -43,7 +43,7 @@ def register_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import bayesgmm as bg
 
-    X, names = read_csv(args.csv, args.columns)
+    X, names = read_data(args.csv, args.columns)
     report.check_out_dir(args.out, args.force)
     k_max = _largest_k(args.max_components, X.shape[0], args.csv)
     types = options.covariance_types(args.covariance)

@@ -1,0 +1,235 @@
+"""Array sources: data read from disk (or another store) in chunks of rows, with a prefetch thread.
+
+A *source* is any array-like with ``.shape``, ``.dtype`` and row slicing (``source[a:b]``) that
+is not an in-memory NumPy or JAX array: ``np.load(path, mmap_mode="r")`` (a ``np.memmap``),
+``h5py.Dataset``, ``zarr.Array``, ``dask.array.Array``. Fits stream them: every pass reads the
+rows chunk by chunk, and a background thread reads, checks and converts chunk ``i + 1`` while the
+caller computes on chunk ``i``.
+
+Memory budget of a pass, whatever the number of rows: the chunks being computed on (one per
+worker thread of :class:`bayesgmm.passes.StreamRows`: one per core on a CPU), one chunk waiting
+in the queue and one being read (each ``chunk_size`` rows of the working dtype, plus the raw
+rows of the source's dtype while they are converted). By default a chunk holds about
+``CHUNK_BYTES`` (32 MiB) of working-dtype data, so on 2 cores a pass keeps about 4 x 32 MiB of
+rows resident, on top of the JAX runtime and the compiled programs.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+# Working-dtype bytes of one chunk (rows and weights) when chunk_size is not given: large enough
+# that the per-chunk dispatch is nothing against the E-step, small enough for a fixed budget.
+CHUNK_BYTES = 2**25
+
+
+def is_source(X: Any) -> bool:
+    """Whether ``X`` is streamed: a memory map or an array-like that is not an in-memory array."""
+    if isinstance(X, np.memmap):
+        return True
+    if isinstance(X, np.ndarray) or _is_jax_array(X):
+        return False
+    if type(X).__module__.split(".")[0] == "pandas":
+        return False
+    return all(hasattr(X, a) for a in ("shape", "dtype", "__getitem__"))
+
+
+def _is_jax_array(X: Any) -> bool:
+    import jax
+
+    return isinstance(X, jax.Array)
+
+
+class Chunk(NamedTuple):
+    """Rows ``[start, stop)`` of a source, as columns of the working dtype."""
+
+    start: int
+    stop: int
+    xt: Any  # shape=(D, chunk_size): padded with zero columns past ``stop - start``
+    w: Any  # shape=(chunk_size,): zero on the padding
+    host: tuple[np.ndarray, np.ndarray]  # (xt, w) as NumPy arrays (``xt, w`` may be on a device)
+
+
+class ArraySource:
+    """A validated view of a source: its shape and dtype, checked again at every read.
+
+    Parameters
+    ----------
+    source : array-like
+        1-D (one feature) or 2-D, numeric.
+    name : str
+        The parameter's name in error messages.
+    """
+
+    def __init__(self, source: Any, name: str = "X") -> None:
+        self.source, self.name = source, name
+        shape = tuple(int(s) for s in source.shape)
+        dtype = np.dtype(source.dtype)
+        if len(shape) not in (1, 2):
+            raise ValueError(
+                f"{name} must be a 1-D (n_samples,) or 2-D (n_samples, n_features) source, got "
+                f"shape {shape}."
+            )
+        if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(
+            dtype, np.complexfloating
+        ):
+            raise ValueError(f"{name} must hold real numbers, got a source of dtype {dtype}.")
+        if shape[0] == 0 or (len(shape) == 2 and shape[1] == 0):
+            raise ValueError(f"{name} must have at least one row and one column, got {shape}.")
+        self.shape, self.dtype = shape, dtype
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.shape[1] if len(self.shape) == 2 else 1
+
+    def check_unchanged(self) -> None:
+        """Refuse a source whose row count, width or dtype differs from when the fit started."""
+        shape = tuple(int(s) for s in self.source.shape)
+        dtype = np.dtype(self.source.dtype)
+        if shape != self.shape or dtype != self.dtype:
+            raise ValueError(
+                f"{self.name} changed during the fit: it had shape {self.shape} and dtype "
+                f"{self.dtype} when the fit started, and now has shape {shape} and dtype {dtype}. "
+                "Do not write to a source while it is being fitted."
+            )
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as a NumPy array (n, D) of the source's dtype."""
+        self.check_unchanged()
+        rows = np.asarray(self.source[start:stop])
+        if rows.ndim == 1:
+            rows = rows[:, None]
+        if rows.shape != (stop - start, self.n_features) or rows.dtype != self.dtype:
+            raise ValueError(
+                f"{self.name} changed during the fit: rows {start} to {stop} came back with shape "
+                f"{rows.shape} and dtype {rows.dtype}, expected {(stop - start, self.n_features)} "
+                f"and {self.dtype}."
+            )
+        return rows
+
+
+def check_chunk_size(chunk_size) -> int | None:
+    """``chunk_size`` validated: None or a positive integer."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}.")
+    return int(chunk_size)
+
+
+def choose_chunk_size(chunk_size: int | None, n_rows: int, n_features: int, itemsize: int) -> int:
+    """Rows per chunk: ``chunk_size`` if given (at most ``n_rows``), else about CHUNK_BYTES."""
+    chunk_size = check_chunk_size(chunk_size)
+    if chunk_size is None:
+        chunk_size = max(CHUNK_BYTES // ((n_features + 1) * itemsize), 1)
+    return int(min(chunk_size, n_rows))
+
+
+def _weights(weight: Any, start: int, stop: int) -> np.ndarray:
+    if isinstance(weight, ArraySource):
+        w = weight.read(start, stop)[:, 0]
+    else:
+        w = weight[start:stop]
+    w = np.asarray(w, np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(
+            f"sample_weight must be finite and non-negative; rows {start} to {stop - 1} are not."
+        )
+    return w
+
+
+def make_chunk(
+    source: ArraySource, weight: Any, start: int, stop: int, chunk_size: int, dtype
+) -> Chunk:
+    """Rows ``[start, stop)`` checked for NaN and infinity, as padded columns of ``dtype``."""
+    rows = source.read(start, stop)
+    xt = np.zeros((source.n_features, chunk_size), dtype)
+    xt[:, : stop - start] = rows.T
+    if not np.isfinite(np.sum(xt)) and not np.all(np.isfinite(xt)):
+        bad = np.flatnonzero(~np.all(np.isfinite(xt[:, : stop - start]), axis=0))
+        raise ValueError(
+            f"{source.name} contains NaN or infinite values in rows {start} to {stop - 1} "
+            f"(first at row {start + int(bad[0]) if len(bad) else start}); remove or impute them "
+            "first."
+        )
+    w = np.zeros(chunk_size, dtype)
+    w[: stop - start] = 1.0 if weight is None else _weights(weight, start, stop)
+    return Chunk(start, stop, xt, w, (xt, w))
+
+
+def chunk_bounds(n_rows: int, chunk_size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + chunk_size, n_rows)) for a in range(0, n_rows, chunk_size)]
+
+
+def n_chunks(n_rows: int, chunk_size: int) -> int:
+    return math.ceil(n_rows / chunk_size)
+
+
+_DONE = object()
+
+
+def prefetch(
+    source: ArraySource,
+    weight: Any,
+    chunk_size: int,
+    dtype,
+    depth: int = 1,
+    transfer: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]] | None = None,
+) -> Iterator[Chunk]:
+    """The chunks of ``source`` in order, each read by a background thread ahead of its use.
+
+    At most ``depth`` chunks wait in the queue (plus the one being read), which bounds the
+    memory. An error while reading (NaN, a changed source) is raised here, at the chunk where it
+    happened; closing the iterator early stops the thread. ``transfer(xt, w)``, if given, moves
+    a chunk to the device in the thread too.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for a, b in chunk_bounds(source.n_rows, chunk_size):
+                chunk = make_chunk(source, weight, a, b, chunk_size, dtype)
+                if transfer is not None:
+                    xt, w = transfer(*chunk.host)
+                    chunk = chunk._replace(xt=xt, w=w)
+                if not put(chunk):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=work, name="bayesgmm-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
