@@ -15,6 +15,7 @@ _EXPORTS = {
     "DegenerateFitWarning": "select",
     "FitResult": "api",
     "Mixture": "api",
+    "MultimodalPosteriorWarning": "exceptions",
     "Prior": "priors",
     "Selection": "select",
     "compare": "posterior",

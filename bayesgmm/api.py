@@ -18,6 +18,7 @@ from . import stream
 from .driver import Outcome, data_moments, fit_candidates
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
+from .predictive import finish_posterior, sample_prior_predictive
 from .priors import Prior, PriorParams, cast_prior, needs_data, resolve_prior
 from .sources import is_source
 from .stats import choose_block_size, log_prob_fn, map_blocks
@@ -292,9 +293,10 @@ class Mixture:
 
         The sampler runs NumPyro's NUTS on the model that :meth:`model` declares (the component
         assignments are marginalised), so it needs a proper prior: ``prior="default"`` or a
-        :class:`Prior`. Chains start near a MAP-EM fit (``init``), each from its own jittered
-        point, and every draw is relabelled to that fit's component order, which removes label
-        switching between and within chains.
+        :class:`Prior`, resolved from ``X`` as :meth:`fit_em` does. Chains start from every
+        distinct optimum of many EM restarts; separated modes are weighed by importance sampling
+        and named, with their masses, by a :class:`bayesgmm.MultimodalPosteriorWarning` (see
+        :mod:`bayesgmm.sampler`).
 
         Parameters
         ----------
@@ -306,9 +308,8 @@ class Mixture:
         num_samples : int, default=1000
             Draws kept per chain.
         init : FitResult, dict or None, default=None
-            The reference fit: a :class:`FitResult` of this mixture, or a dict with ``weights``,
-            ``means`` and ``covariances``. ``None`` runs a MAP-EM fit with the same prior (a few
-            restarts; with ``weight_concentration < 1`` the reference fit uses 1).
+            A fit of this mixture (or a dict of ``weights``, ``means``, ``covariances``) to
+            start chains from, besides the EM optima.
         sample_weight : array of shape (n_samples,), optional
             Per-row weights of the log-likelihood, as in :meth:`fit_em`.
         progress_bar : bool or None, default=None
@@ -326,9 +327,7 @@ class Mixture:
         log_likelihood : bool, default=True
             Store the pointwise log-likelihood (n_chains x n_draws x n_samples values).
         posterior_predictive : bool, default=False
-            Add a ``posterior_predictive`` group: one replicated data set per draw
-            (n_chains x n_draws x n_samples x n_features values), for ArviZ's predictive checks
-            such as ``arviz_plots.plot_ppc_dist``.
+            Add a ``posterior_predictive`` group (``obs``: chain, draw, obs_id, feature).
 
         Returns
         -------
@@ -341,16 +340,15 @@ class Mixture:
             - ``sample_stats``: ``lp``, ``energy``, ``acceptance_rate``, ``step_size``,
               ``n_steps``, ``tree_depth``, ``reached_max_tree_depth``, ``diverging`` and
               ``relabeled`` (whether the draw's components were permuted to the reference order;
-              the fraction is in ``sample_stats.attrs["relabeled_fraction"]``).
+              the fraction is in ``sample_stats.attrs["relabeled_fraction"]``) and ``mode`` (each
+              draw's EM configuration; ``posterior.attrs``: ``mode_masses``, ``multimodal``...).
+            - ``posterior_invariant``: ``log_likelihood_total`` (chain, draw) and
+              ``log_density_at`` (chain, draw, point), at feature quantiles 0.1, 0.5, 0.9.
             - ``log_likelihood``: ``obs`` (chain, draw, obs_id), the log-density of each row
               (not multiplied by ``sample_weight``), for ``arviz.loo`` and ``arviz.compare``.
             - ``observed_data``: ``obs`` (obs_id, feature); ``constant_data``: ``sample_weight``
               when given.
-            - ``log_prior``: ``weights``, ``means``, ``covariances`` (chain, draw), the log prior
-              density of each draw split by parameter (their sum is the joint log prior), as
-              ``arviz_stats.psense`` reads it.
-            - ``posterior_predictive`` (with ``posterior_predictive=True``): ``obs`` (chain,
-              draw, obs_id, feature), drawn from each draw's mixture.
+            - ``log_prior``: ``weights``, ``means``, ``covariances`` (chain, draw), for ``psense``.
 
         Examples
         --------
@@ -363,51 +361,15 @@ class Mixture:
         >>> post3 = bg.Mixture(3, prior="default").sample_posterior(X)  # doctest: +SKIP
         >>> az.compare({"K=2": post2, "K=3": post3})  # doctest: +SKIP
         """
-        from .nuts import sample_posterior
-        from .predictive import add_log_prior, add_posterior_predictive
+        from .sampler import sample_posterior
 
-        post = sample_posterior(
-            self,
-            X,
-            rng_key=rng_key,
-            num_chains=num_chains,
-            num_warmup=num_warmup,
-            num_samples=num_samples,
-            init=init,
-            sample_weight=sample_weight,
-            progress_bar=progress_bar,
-            chain_method=chain_method,
-            target_accept_prob=target_accept_prob,
-            max_tree_depth=max_tree_depth,
-            dense_mass=dense_mass,
-            log_likelihood=log_likelihood,
-        )
-        if "log_prior" not in post.children:
-            add_log_prior(post, self.resolve_prior(X, sample_weight))
-        if posterior_predictive:
-            add_posterior_predictive(post, rng_key, stream=1)  # a stream of its own
-        return post
+        if isinstance(init, FitResult):  # the sampler takes arrays: check and unpack here
+            init = init._for_sampler(self, v.check_X(X).shape[1])
+        skip = ("self", "X", "posterior_predictive", "sample_posterior", "skip")
+        post = sample_posterior(self, X, **{k: a for k, a in locals().items() if k not in skip})
+        return finish_posterior(self, post, X, sample_weight, rng_key, posterior_predictive)
 
-    def sample_prior_predictive(
-        self,
-        X: ArrayLike,
-        num_samples: int = 500,
-        rng_key: int | Array = 0,
-        *,
-        sample_weight: ArrayLike | None = None,
-    ):
-        """Draw ``num_samples`` parameter sets from the prior and a data set like ``X`` from each.
-
-        Data-based prior defaults come from ``X`` itself (no earlier fit is needed). Returns an
-        ``xarray.DataTree`` with ``prior`` (``weights``, ``means``, ``covariances``; dims as
-        the posterior group's, one chain) and ``prior_predictive`` (``obs``: chain, draw,
-        obs_id, feature); see :func:`bayesgmm.predictive.sample_prior_predictive`.
-        """
-        from .predictive import sample_prior_predictive
-
-        return sample_prior_predictive(
-            self, X, num_samples=num_samples, rng_key=rng_key, sample_weight=sample_weight
-        )
+    sample_prior_predictive = sample_prior_predictive  # see bayesgmm.predictive
 
 
 # What the scoring methods keep of the log-densities lp (K, B) of a block of rows.
@@ -607,6 +569,15 @@ class FitResult:
         z = jax.random.normal(k2, (n_samples, d), self.means.dtype)
         X_new = self.means[labels] + jnp.einsum("nde,ne->nd", chol[labels], z)
         return X_new, labels
+
+    def _for_sampler(self, mixture: Mixture, n_features: int) -> dict[str, np.ndarray]:
+        """This fit's parameters (NumPy float64) as a sampler's start; it must fit ``mixture``."""
+        got = (self.n_components, self.covariance_type, self.n_features_in)
+        want = (mixture.n_components, mixture.covariance_type, n_features)
+        if got != want:
+            names = "(n_components, covariance_type, n_features)"
+            raise ValueError(f"init must be a fit of the same mixture: {names} {want}, got {got}.")
+        return {name: np.asarray(a, np.float64) for name, a in self.params.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python summary (lists and floats), e.g. for JSON."""

@@ -1,4 +1,8 @@
-"""NUTS on the mixture's NumPyro model, with relabelling against a reference (MAP-EM) fit.
+"""NUTS on the mixture's NumPyro model, from every distinct EM optimum, with modes weighed.
+
+This module receives arrays: the data, the resolved prior and the reference parameters (EM
+optima, best first) built by the front end (:mod:`bayesgmm.sampler`); it never sees the
+user-facing classes.
 
 The sampler is NumPyro's NUTS kernel (``numpyro.infer.hmc.hmc(algo="NUTS")``, the kernel behind
 ``numpyro.infer.NUTS``) driven by a small compiled loop, BlackJAX style: a jitted ``init`` that
@@ -8,52 +12,58 @@ iterations (a chunk) and returns the per-iteration statistics. The potential is 
 the data and the prior passed as arguments rather than baked into the compiled code.
 
 Why not ``numpyro.infer.MCMC``? On a CPU its set-up runs the model and the first NUTS state op by op
-(hundreds of small XLA compilations, 20-40 s on a 2-core machine for a two-component mixture) and
-recompiles everything on every call. Here each piece compiles once per process and structure
-(number of components, dimension, covariance type, ``num_warmup``, tuning options); a second
-``sample_posterior`` on data of the same shape, any number of samples, starts sampling at once.
+(hundreds of small XLA compilations) and recompiles on every call. Here each piece compiles once
+per process and structure (number of components, dimension, covariance type, ``num_warmup``,
+tuning options); a later call on data of the same shape starts sampling at once.
 
-Chains. ``chain_method="parallel"`` runs one chain per device with ``jax.pmap``; it is chosen when
-``jax.local_device_count() >= num_chains``. Otherwise, on a CPU, chains run ``"sequential"`` (one
-after another through the same compiled code) and on an accelerator ``"vectorized"`` (``jax.vmap``
-on one device: all chains advance in lock step, each iteration costing the longest tree among
-them). Measured on a 2-core CPU (4 chains x 1000 iterations, Old Faithful): sequential compiled
-in about half the time of vectorized (13 s against 27 s) and sampled as fast for K=2 "full"
-(2.2 s against 2.1-2.6 s) and faster for K=3 "tied" (2.2 s against 5.6-6.8 s). Vectorized NUTS
-pays for the lock step (every chain waits for the deepest tree) and for turning branches into
-selects under ``vmap``; on a CPU the batch brings no parallel hardware to pay that back.
+Chains. ``chain_method="parallel"`` runs one chain per device with ``jax.pmap``; ``"sequential"``
+runs chains one after another through the same compiled code, ``"vectorized"`` under ``jax.vmap``
+on one device (all chains in lock step, each iteration costing the longest tree among them, which
+a CPU does not pay back; see ``benchmarks/README.md`` for measurements).
 
-Label switching. Chains start near the reference fit, each from its own jittered point, and every
-draw is then permuted to the reference's component order (a linear assignment problem per draw).
-``sample_stats.relabeled`` records which draws were permuted.
+Modes. ``num_chains`` chains start, jittered, from each reference (a distinct EM optimum). Every
+draw is classified by the configuration whose allocation probabilities are nearest, and each
+chain by where most of its draws are (:mod:`bayesgmm.modes`). With more than one occupied mode,
+their masses are estimated by importance sampling and the returned chains are composed of the
+modes' draws in those proportions; ``MultimodalPosteriorWarning`` then says so, naming the modes.
+
+Label switching. The returned draws are relabelled by Stephens' (2000) KL algorithm on the
+allocation probabilities (:mod:`bayesgmm.relabel`), started from the best reference so that the
+labels follow its order. Permutation-invariant quantities (the total log-likelihood and the
+mixture log-density at a few fixed points) are stored beside them, in ``posterior_invariant``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import sys
 import time
+import warnings
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
 
-from . import _validation as v
+from . import modes as _modes
+from ._progress import Progress, show_progress
+from .exceptions import MultimodalPosteriorWarning
 from .model import mixture_model
 from .numerics import float_dtype
-from .priors import Prior, cast_prior
+from .priors import PriorParams, cast_prior
+from .relabel import (
+    apply_permutation,
+    log_component_densities,
+    relabel_permutations,
+    row_subset,
+    stephens_relabel,
+)
 
 if TYPE_CHECKING:
     import xarray
 
-    from .api import FitResult, Mixture
+__all__ = ["MultimodalPosteriorWarning", "Settings", "relabel_permutations", "sample_posterior"]
 
-__all__ = ["relabel_permutations", "sample_posterior"]
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
 
@@ -69,19 +79,22 @@ CHUNK = 50
 JITTER = 1.0
 JITTER_UNCONSTRAINED = 0.1
 
-# Restarts of the internal MAP-EM reference fit when ``init`` is None.
-REFERENCE_N_INIT = 4
+# Quantiles of each feature at which the mixture log-density is recorded (fixed points).
+DENSITY_QUANTILES = (0.1, 0.5, 0.9)
 
-# With progress_bar=None a bar is shown on a terminal when a run has at least this many
-# chain-iterations.
-PROGRESS_MIN_ITERATIONS = 1000
 
-_NEED_PRIOR = (
-    "NUTS needs a proper prior: with prior=None the model is maximum likelihood, whose 'posterior' "
-    "(a flat prior on the weights, means and covariances) is improper, so there is nothing to "
-    'sample. Declare the mixture with a prior, e.g. Mixture({k}, "{ct}", prior="default") or '
-    'Mixture({k}, "{ct}", prior=bayesgmm.Prior(...)).'
-)
+class Settings(NamedTuple):
+    """Validated sampler settings (the front end checks them)."""
+
+    num_chains: int = 4
+    num_warmup: int = 1000
+    num_samples: int = 1000
+    chain_method: str = "sequential"
+    target_accept_prob: float = 0.8
+    max_tree_depth: int = 10
+    dense_mass: bool = False
+    log_likelihood: bool = True
+    progress_bar: bool | None = None
 
 
 # --------------------------------------------------------------------------- compiled pieces
@@ -167,16 +180,32 @@ def _kernel(
     )
 
 
+class _Transforms(NamedTuple):
+    unconstrain: Any  # (params, X, w, prior) -> z, one draw
+    constrain: Any  # (z (S, ...), X, w, prior, with_log_likelihood) -> (params, ll or None)
+    unconstrain_batch: Any  # (params (S, ...), X, w, prior) -> z (S, ...)
+    log_density_batch: Any  # (z (S, ...), X, w, prior) -> (S,)
+
+
 @lru_cache(maxsize=32)
 def _transforms(n_components: int, n_features: int, covariance_type: str):
     """Jitted maps between constrained and unconstrained parameters, and the log-likelihood."""
-    from numpyro.infer.util import constrain_fn, log_likelihood, unconstrain_fn
+    from numpyro.infer.util import constrain_fn, log_likelihood, potential_energy, unconstrain_fn
 
     model = _bound_model(n_components, n_features, covariance_type)
 
     @jax.jit
     def unconstrain(params, X, w, prior):
         return unconstrain_fn(model, (X, w), {"prior": prior}, params)
+
+    @jax.jit
+    def unconstrain_batch(params, X, w, prior):
+        return jax.vmap(lambda p: unconstrain_fn(model, (X, w), {"prior": prior}, p))(params)
+
+    @jax.jit
+    def log_density_batch(z, X, w, prior):
+        """Minus the potential energy of draws z (n_draws, ...): log posterior density in z."""
+        return jax.vmap(lambda zi: -potential_energy(model, (X, w), {"prior": prior}, zi))(z)
 
     @partial(jax.jit, static_argnames="with_log_likelihood")
     def constrain(z, X, w, prior, with_log_likelihood: bool):
@@ -188,140 +217,10 @@ def _transforms(n_components: int, n_features: int, covariance_type: str):
         ll = log_likelihood(model, params, X, w, prior=prior, parallel=False)["obs"]
         return params, ll
 
-    return unconstrain, constrain
-
-
-# --------------------------------------------------------------------------- relabelling
-
-
-def _reference_arrays(params: dict, covariance_type: str, n_components: int, n_features: int):
-    from .params import full_covariances
-
-    w = np.asarray(params["weights"], np.float64)
-    mu = np.asarray(params["means"], np.float64).reshape(n_components, n_features)
-    cov = np.asarray(
-        full_covariances(
-            jnp.asarray(params["covariances"]), covariance_type, n_components, n_features
-        ),
-        np.float64,
-    )
-    return w, mu, cov
-
-
-def relabel_permutations(
-    weights: ArrayLike,
-    means: ArrayLike,
-    reference: dict,
-    covariance_type: str,
-    n_effective: float,
-) -> np.ndarray:
-    """The component permutation that aligns each draw with a reference fit.
-
-    Parameters
-    ----------
-    weights : array of shape (n_draws, n_components)
-    means : array of shape (n_draws, n_components, n_features)
-    reference : dict
-        ``weights``, ``means``, ``covariances`` of the reference fit (covariances in the shape of
-        ``covariance_type``).
-    covariance_type : str
-    n_effective : float
-        Total sample weight of the data: scales the distances to posterior standard deviations.
-
-    Returns
-    -------
-    perm : ndarray of int, shape (n_draws, n_components)
-        ``perm[s, k]`` is the draw's component that becomes component ``k``:
-        ``weights[s, perm[s]]`` is the draw in the reference order.
-
-    Notes
-    -----
-    The cost of matching draw component ``j`` to reference component ``k`` is a squared
-    distance in units of the reference's posterior spread: the Mahalanobis distance of the means
-    under ``cov_k / n_k`` plus ``(w_j - w_k)^2 / (w_k (1 - w_k) / n)``, with ``n_k = n w_k``.
-    Each draw's assignment is solved exactly (``scipy.optimize.linear_sum_assignment``; SciPy is
-    installed with ArviZ).
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    w = np.asarray(weights, np.float64)
-    mu = np.asarray(means, np.float64)
-    n_draws, k = w.shape
-    d = mu.shape[-1]
-    w_ref, mu_ref, cov_ref = _reference_arrays(reference, covariance_type, k, d)
-    if k == 1:
-        return np.zeros((n_draws, 1), dtype=np.intp)
-    n_k = np.maximum(w_ref * n_effective, 1.0)
-    prec = np.linalg.inv(cov_ref) * n_k[:, None, None]  # (K, D, D)
-    diff = mu[:, :, None, :] - mu_ref[None, None, :, :]  # (S, J, K, D)
-    cost = np.einsum("sjkd,kde,sjke->sjk", diff, prec, diff)
-    w_var = np.maximum(w_ref * (1.0 - w_ref), 1e-12) / n_effective
-    cost += np.square(w[:, :, None] - w_ref[None, None, :]) / w_var[None, None, :]
-    perm = np.empty((n_draws, k), dtype=np.intp)
-    identity = np.arange(k)
-    for s in range(n_draws):
-        rows, cols = linear_sum_assignment(cost[s])
-        perm[s, cols] = rows
-    # linear_sum_assignment may break exact ties differently from the identity; keep the
-    # identity wherever it is optimal so that a draw is only reported relabelled if it must be.
-    same = np.isclose(
-        cost[:, identity, identity].sum(-1),
-        np.take_along_axis(cost, perm[:, None, :], axis=1)[:, 0, :].sum(-1),
-        rtol=1e-12,
-        atol=0.0,
-    )
-    perm[same] = identity
-    return perm
-
-
-def _apply_permutation(samples: dict, perm: np.ndarray, covariance_type: str) -> dict:
-    """``samples`` with axis 1 (components) of each draw reordered; samples are (S, K, ...)."""
-    out = {}
-    for name, arr in samples.items():
-        if name == "covariances" and covariance_type == "tied":
-            out[name] = arr
-            continue
-        idx = perm.reshape(perm.shape + (1,) * (arr.ndim - 2))
-        out[name] = np.take_along_axis(arr, idx, axis=1)
-    return out
+    return _Transforms(unconstrain, constrain, unconstrain_batch, log_density_batch)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _reference_fit(mixture: Mixture, X, w, init, rng_key) -> dict:
-    """The reference parameters (numpy float64) from ``init`` or an internal MAP-EM fit."""
-    from .api import FitResult, Mixture
-
-    k, ct = mixture.n_components, mixture.covariance_type
-    d = X.shape[1]
-    if init is None:
-        prior = mixture.prior
-        ref_mixture = mixture
-        if isinstance(prior, Prior) and prior.weight_concentration < 1:
-            # EM needs alpha >= 1; a flat Dirichlet gives a reference fit for the starts only.
-            prior = dataclasses.replace(prior, weight_concentration=1.0)
-            ref_mixture = Mixture(k, ct, prior=prior)
-        res = ref_mixture.fit_em(X, rng_key=rng_key, n_init=REFERENCE_N_INIT, sample_weight=w)
-        params = res.params
-    elif isinstance(init, FitResult):
-        if (init.n_components, init.covariance_type, init.n_features_in) != (k, ct, d):
-            raise ValueError(
-                "init must be a fit of the same mixture: expected n_components="
-                f"{k}, covariance_type={ct!r}, n_features={d}; got n_components="
-                f"{init.n_components}, covariance_type={init.covariance_type!r}, "
-                f"n_features={init.n_features_in}."
-            )
-        params = init.params
-    elif isinstance(init, dict):
-        checked = v.check_init_params(init, k, d, ct)
-        params = dict(zip(("weights", "means", "covariances"), checked, strict=True))
-    else:
-        raise ValueError(
-            "init must be None, a FitResult (e.g. from Mixture.fit_em) or a dict with 'weights', "
-            f"'means' and 'covariances'; got {type(init).__name__}."
-        )
-    return {name: np.asarray(a, np.float64) for name, a in params.items()}
 
 
 def _variances(covariances: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
@@ -361,7 +260,8 @@ def _jittered_starts(
     return starts
 
 
-def _choose_chain_method(chain_method: str | None, num_chains: int) -> str:
+def choose_chain_method(chain_method: str | None, num_chains: int) -> str:
+    """The chain method for ``chain_method`` (None: chosen for the devices), validated."""
     if chain_method is None:
         if num_chains > 1 and jax.local_device_count() >= num_chains:
             return "parallel"
@@ -378,43 +278,6 @@ def _choose_chain_method(chain_method: str | None, num_chains: int) -> str:
             "'sequential', or fewer chains."
         )
     return chain_method
-
-
-def _show_progress(progress_bar: bool | None, num_chains: int, n_iter: int) -> bool:
-    if progress_bar is not None:
-        return bool(progress_bar)
-    if "CI" in os.environ or "PYTEST_XDIST_WORKER" in os.environ:
-        return False
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    return tty and num_chains * n_iter >= PROGRESS_MIN_ITERATIONS
-
-
-class _Progress:
-    """A tqdm bar updated between compiled chunks (or nothing when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, num_warmup: int):
-        self.bar = None
-        self.num_warmup = num_warmup
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="compiling", unit="it", file=sys.stderr)
-
-    def update(self, done_in_chain: int, n: int, divergences: int, chain: int | None) -> None:
-        if self.bar is None:
-            return
-        phase = "warmup" if done_in_chain <= self.num_warmup else "sample"
-        prefix = "" if chain is None else f"chain {chain} "
-        self.bar.set_description(f"{prefix}{phase}", refresh=False)
-        self.bar.set_postfix(divergences=divergences, refresh=False)
-        self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _index(a, i):
@@ -465,102 +328,177 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
 
 
 def sample_posterior(
-    mixture: Mixture,
-    X: ArrayLike,
+    X: np.ndarray,
+    sample_weight: np.ndarray | None,
+    prior: PriorParams,
+    references: list[dict],
     *,
-    rng_key: int | jax.Array = 0,
-    num_chains: int = 4,
-    num_warmup: int = 1000,
-    num_samples: int = 1000,
-    init: FitResult | dict | None = None,
-    sample_weight: ArrayLike | None = None,
-    progress_bar: bool | None = None,
-    chain_method: str | None = None,
-    target_accept_prob: float = 0.8,
-    max_tree_depth: int = 10,
-    dense_mass: bool = False,
-    log_likelihood: bool = True,
+    covariance_type: str,
+    rng_key: jax.Array,
+    settings: Settings,
 ) -> xarray.DataTree:
-    """Sample the posterior of ``mixture``'s parameters given ``X`` with NUTS.
+    """Sample the posterior of a mixture's parameters with NUTS, from every reference.
 
-    See :meth:`bayesgmm.Mixture.sample_posterior` for the parameters and the returned
-    ``DataTree``.
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), float64, validated
+    sample_weight : ndarray of shape (n_samples,) or None
+    prior : PriorParams
+        The resolved prior (NumPy arrays).
+    references : list of dict
+        ``weights`` (K,), ``means`` (K, D), ``covariances`` (the covariance type's shape), NumPy
+        float64: the distinct EM optima, best first. ``settings.num_chains`` chains start from
+        each.
+    covariance_type : str
+    rng_key : jax.Array
+        A PRNG key.
+    settings : Settings
+
+    Returns
+    -------
+    xarray.DataTree
+        See :meth:`bayesgmm.Mixture.sample_posterior`.
     """
-    from .api import as_key
-
-    k, ct = mixture.n_components, mixture.covariance_type
-    if mixture.prior is None:
-        raise ValueError(_NEED_PRIOR.format(k=k, ct=ct))
-    Xa = v.check_X(X)
-    n, d = Xa.shape
-    w = v.check_sample_weight(sample_weight, n)
-    v.check_enough_samples(n, w, k)
-    num_chains = v.check_positive_int(num_chains, "num_chains")
-    num_samples = v.check_positive_int(num_samples, "num_samples")
-    if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)):
-        raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}.")
-    num_warmup = int(num_warmup)
-    if num_warmup < 0:
-        raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup}.")
-    target_accept_prob = float(target_accept_prob)
-    if not 0.0 < target_accept_prob < 1.0:
-        raise ValueError(f"target_accept_prob must lie in (0, 1), got {target_accept_prob}.")
-    max_tree_depth = v.check_positive_int(max_tree_depth, "max_tree_depth")
-    method = _choose_chain_method(chain_method, num_chains)
-    key_ref, key_jitter, key_chains = jax.random.split(as_key(rng_key), 3)
+    s, ct = settings, covariance_type
+    k, d = np.shape(references[0]["means"])
+    n = X.shape[0]
+    w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    key_jitter, key_chains, key_modes = jax.random.split(rng_key, 3)
     t_start = time.perf_counter()
-
-    reference = _reference_fit(mixture, Xa, None if sample_weight is None else w, init, key_ref)
-    prior_np = mixture.resolve_prior(Xa, w)
     dtype = float_dtype()
-    prior = cast_prior(prior_np, dtype)
-    X_j, w_j = jnp.asarray(Xa, dtype), jnp.asarray(w, dtype)
-    args = (X_j, w_j, prior)
+    args = (jnp.asarray(X, dtype), jnp.asarray(w, dtype), cast_prior(prior, dtype))
     n_effective = float(w.sum())
-
-    unconstrain, constrain = _transforms(k, d, ct)
-    z_ref = unconstrain({name: jnp.asarray(a, dtype) for name, a in reference.items()}, *args)
-    starts = _jittered_starts(z_ref, reference, ct, n_effective, num_chains, key_jitter)
-    keys = jax.random.split(key_chains, num_chains)
-    kernel = _kernel(k, d, ct, num_warmup, bool(dense_mass), target_accept_prob, max_tree_depth)
-    n_iter = num_warmup + num_samples
-    progress = _Progress(
-        _show_progress(progress_bar, num_chains, n_iter), num_chains * n_iter, num_warmup
+    tf = _transforms(k, d, ct)
+    kernel = _kernel(
+        k, d, ct, s.num_warmup, bool(s.dense_mass), s.target_accept_prob, s.max_tree_depth
     )
+    n_runs, n_iter = len(references), s.num_warmup + s.num_samples
+    total = n_runs * s.num_chains * n_iter
+    progress = Progress(show_progress(s.progress_bar, 1, total), total, s.num_warmup)
+    runs, z_ref = [], None
     try:
         t_sample = time.perf_counter()
-        stats = _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, progress)
+        for r, ref in enumerate(references):
+            z_ref = tf.unconstrain({name: jnp.asarray(a, dtype) for name, a in ref.items()}, *args)
+            key_r = jax.random.fold_in(key_jitter, r)
+            starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, key_r)
+            keys = jax.random.split(jax.random.fold_in(key_chains, r), s.num_chains)
+            chains = (kernel, s.chain_method, starts, keys, args, s.num_warmup, s.num_samples)
+            runs.append(_run_chains(*chains, progress))
         sampling_time = time.perf_counter() - t_sample
     finally:
         progress.close()
+    stats = jax.tree.map(lambda *a: np.stack(a), *runs)  # leading axes (run, chain, draw)
 
-    # Constrain and relabel: flatten (chain, draw) into one axis of draws.
-    n_draws = num_chains * num_samples
+    # Every draw of every run, constrained (float64 NumPy), shape (R, C, S, ...).
+    r_c_s = (n_runs, s.num_chains, s.num_samples)
+    # Explicit leading sizes: with one component the weights' unconstrained site is empty.
+    n_all = n_runs * s.num_chains * s.num_samples
     flat_z = {
-        name: jnp.asarray(a.reshape((n_draws,) + a.shape[2:])) for name, a in stats["z"].items()
+        name: jnp.asarray(a.reshape((n_all,) + a.shape[3:])) for name, a in stats["z"].items()
     }
-    # The pointwise log-likelihood is label-invariant: computed from the draws as sampled.
-    constrained, ll = constrain(flat_z, *args, with_log_likelihood=bool(log_likelihood))
-    samples = {name: np.asarray(a, np.float64) for name, a in constrained.items()}
-    perm = relabel_permutations(samples["weights"], samples["means"], reference, ct, n_effective)
-    relabeled = np.any(perm != np.arange(k), axis=1)
-    samples = _apply_permutation(samples, perm, ct)
+    single = n_runs == 1
+    constrained, ll = tf.constrain(flat_z, *args, with_log_likelihood=single and s.log_likelihood)
+    all_samples = {
+        name: np.asarray(a, np.float64).reshape(r_c_s + a.shape[1:])
+        for name, a in constrained.items()
+    }
 
-    shape = (num_chains, num_samples)
-    posterior = {
-        name: samples[name].reshape(shape + samples[name].shape[1:])
-        for name in ("weights", "means", "covariances")
+    rows = row_subset(n)
+    X_rows = X[rows]
+    configurations = np.stack(
+        [
+            _modes.allocation(X_rows, {name: np.asarray(a)[None] for name, a in ref.items()}, ct)[0]
+            for ref in references
+        ]
+    )
+    flat_all = {name: a.reshape((n_all,) + a.shape[3:]) for name, a in all_samples.items()}
+    P_all = _modes.allocation(X_rows, flat_all, ct)
+    draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
+        X_rows, all_samples, configurations, ct, P_all
+    )
+    if ll is not None:  # the compiled pointwise log-likelihood, when it was computed anyway
+        loglik_all = (np.asarray(ll, np.float64) @ w).reshape(r_c_s)
+    else:
+        loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
+    occupied = sorted({int(m) for m in chain_mode.ravel()})
+    rng = np.random.default_rng(_numpy_seed(key_modes))
+    masses, is_ess = {occupied[0]: 1.0}, {}
+    if len(occupied) > 1:
+        masses, is_ess = _modes.mode_masses(
+            rng, tf, args, z_ref, all_samples, (draw_mode, draw_perm, chain_mode, roots), occupied,
+            X_rows, configurations, ct,
+        )  # fmt: skip
+    if single:
+        idx = np.stack(
+            np.meshgrid(0, np.arange(s.num_chains), np.arange(s.num_samples), indexing="ij"), -1
+        )[0]
+    else:
+        idx = _modes.compose(rng, chain_mode, masses, s.num_chains, s.num_samples)
+    pick = (idx[..., 0], idx[..., 1], idx[..., 2])  # each (C, S)
+    out_stats = jax.tree.map(lambda a: np.asarray(a)[pick], stats)
+    if single:
+        samples = {name: a[0] for name, a in all_samples.items()}
+        ll = None if ll is None else np.asarray(ll, np.float64).reshape(s.num_chains, -1, n)
+    else:
+        samples = {name: a[pick] for name, a in all_samples.items()}
+        ll = None
+        if s.log_likelihood:
+            out_z = {
+                name: jnp.asarray(a.reshape((s.num_chains * s.num_samples,) + a.shape[2:]))
+                for name, a in out_stats["z"].items()
+            }
+            _, ll = tf.constrain(out_z, *args, with_log_likelihood=True)
+            ll = np.asarray(ll, np.float64).reshape(s.num_chains, s.num_samples, n)
+
+    # Stephens relabelling of the returned draws, started from the best occupied configuration.
+    shape = (s.num_chains, s.num_samples)
+    flat = {
+        name: a.reshape((s.num_chains * s.num_samples,) + a.shape[2:])
+        for name, a in samples.items()
     }
-    sample_stats = _sample_stats(stats, relabeled.reshape(shape), max_tree_depth)
+    start = occupied[int(np.argmax([masses[m] for m in occupied]))]
+    start = 0 if 0 in occupied and masses[0] >= _modes.MIN_MODE_MASS else start
+    # With one run the returned draws are all the draws, in the same order.
+    P = P_all if single else _modes.allocation(X_rows, flat, ct)
+    perm, _ = stephens_relabel(P, configurations[start])
+    relabeled = np.any(perm != np.arange(k), axis=1)
+    flat = apply_permutation(flat, perm, ct)
+    posterior = {name: flat[name].reshape(shape + flat[name].shape[1:]) for name in flat}
+
+    points = np.quantile(X, DENSITY_QUANTILES, axis=0)  # (P, D)
+    log_dens = log_component_densities(
+        points, flat["weights"], flat["means"], flat["covariances"], ct
+    )
+    invariant = {
+        "log_likelihood_total": loglik_all[pick],
+        "log_density_at": _modes.logsumexp(log_dens, -1).reshape(shape + (len(points),)),
+    }
+
+    diagnostics = _modes.convergence(
+        [posterior["weights"], posterior["means"], *invariant.values()]
+    )
+    fractions = np.bincount(nearest[pick].ravel(), minlength=n_runs) / nearest[pick].size
+    report = _modes.report(
+        references, occupied, masses, is_ess, chain_mode, outside, loglik_all, s.num_chains,
+        diagnostics, fractions,
+    )  # fmt: skip
+    if report["message"]:
+        warnings.warn(report["message"], MultimodalPosteriorWarning, stacklevel=3)
+
+    sample_stats = _sample_stats(out_stats, relabeled.reshape(shape), s.max_tree_depth)
+    sample_stats["mode"] = draw_mode[pick].astype(np.int64)
     data: dict[str, dict[str, np.ndarray]] = {
         "posterior": posterior,
+        "posterior_invariant": invariant,
         "sample_stats": sample_stats,
     }
     if ll is not None:
-        data["log_likelihood"] = {"obs": np.asarray(ll, np.float64).reshape(shape + (n,))}
-    data["observed_data"] = {"obs": Xa}
+        data["log_likelihood"] = {"obs": ll}
+    data["observed_data"] = {"obs": X}
     if sample_weight is not None:
         data["constant_data"] = {"sample_weight": w}
+    mode_masses = np.array([masses.get(m, 0.0) for m in range(n_runs)])
     attrs = {
         "/": {
             "inference_library": "numpyro",
@@ -569,16 +507,38 @@ def sample_posterior(
             "bayesgmm_version": _version("bayesgmm"),
             "n_components": k,
             "covariance_type": ct,
-            "chain_method": method,
-            "num_warmup": num_warmup,
-            "num_samples": num_samples,
-            "num_chains": num_chains,
+            "chain_method": s.chain_method,
+            "num_warmup": s.num_warmup,
+            "num_samples": s.num_samples,
+            "num_chains": s.num_chains,
             "sampling_time": sampling_time,
             "total_time": time.perf_counter() - t_start,
         },
+        "posterior": {
+            "multimodal": int(bool(report["message"])),
+            "n_modes": report["n_modes"],
+            "mode_masses": mode_masses,
+            "mode_is_ess": np.array([is_ess.get(m, np.nan) for m in range(n_runs)]),
+            "mode_summary": report["summary"],
+            "chains_outside": int(outside.sum()),
+            "configuration_fractions": fractions,
+            "max_rhat": diagnostics[0],
+            "min_ess_bulk": diagnostics[1],
+        },
+        "posterior_invariant": {
+            "density_quantiles": np.asarray(DENSITY_QUANTILES),
+            "density_points": points.ravel(),
+        },
         "sample_stats": {"relabeled_fraction": float(np.mean(relabeled))},
     }
-    return _to_datatree(data, k, d, n, ct, attrs)
+    return _to_datatree(data, k, d, n, ct, attrs, n_points=len(points))
+
+
+def _numpy_seed(key) -> np.ndarray:
+    """A NumPy seed from a JAX key (raw uint32 or typed)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key, np.uint32).ravel()
 
 
 def _version(name: str) -> str:
@@ -607,7 +567,8 @@ def _sample_stats(stats: dict, relabeled: np.ndarray, max_tree_depth: int) -> di
     }
 
 
-def _to_datatree(data: dict, k: int, d: int, n: int, ct: str, attrs: dict):
+def _to_datatree(data: dict, k: int, d: int, n: int, ct: str, attrs: dict, n_points: int = 0):
+    """The DataTree of ``data`` (group -> variables); dims and coords by variable name."""
     from arviz_base import from_dict
 
     cov_dims = {
@@ -623,11 +584,13 @@ def _to_datatree(data: dict, k: int, d: int, n: int, ct: str, attrs: dict):
         # observed_data.obs is (obs_id, feature); log_likelihood.obs drops the event dimension.
         "obs": ["obs_id", "feature"],
         "sample_weight": ["obs_id"],
+        "log_density_at": ["point"],
     }
     coords = {
         "component": np.arange(k),
         "feature": np.arange(d),
         "feature_": np.arange(d),
         "obs_id": np.arange(n),
+        "point": np.arange(n_points),
     }
     return from_dict(data, dims=dims, coords=coords, attrs=attrs, save_warmup=False)

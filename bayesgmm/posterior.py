@@ -64,7 +64,7 @@ def _n_effective(post) -> float:
 
 def _em_params(res, post) -> dict[str, np.ndarray]:
     """EM parameters as float64 arrays in the posterior's shapes, components in its order."""
-    from .nuts import relabel_permutations
+    from .relabel import relabel_permutations
 
     params = res.params if hasattr(res, "params") else res
     if not isinstance(params, dict) or any(name not in params for name in PARAMETERS):
@@ -150,7 +150,15 @@ def compare(
         ``"covariances[0, 1, 0]"``; for symmetric covariance matrices only the lower triangle),
         with float64 columns ``em``, ``mean``, ``sd``, ``hdi_low``, ``hdi_high``, ``r_hat``,
         ``ess_bulk`` (the numbers of ``arviz.summary(post, ci_kind="hdi")``) and the boolean
-        ``em_in_hdi``.
+        ``em_in_hdi``. When ``post`` has a ``posterior_invariant`` group, rows
+        ``log_likelihood_total`` and ``log_density_at[i]`` follow: permutation-invariant
+        quantities, whose R-hat and ESS do not depend on the labelling (``em``: their value at
+        the EM fit).
+
+        ``table.attrs["multimodal"]`` is True when the sampler found separated modes or chains
+        that disagree beyond a label permutation; ``table.attrs["caption"]`` then says so with
+        the modes and their masses, and a :class:`bayesgmm.MultimodalPosteriorWarning` is
+        issued.
     """
     import pandas as pd
     from arviz_base import rcParams
@@ -189,9 +197,85 @@ def compare(
         np.float64
     )
     out.insert(0, "em", np.asarray(values, np.float64))
+    invariant = _invariant_rows(res, post, ci_prob)
+    if invariant is not None:
+        out = pd.concat([out, invariant])
     out["em_in_hdi"] = (out["em"] >= out["hdi_low"]) & (out["em"] <= out["hdi_high"])
     out.index.name = "parameter"
-    return out[COLUMNS]
+    out = out[COLUMNS]
+    _mark_modes(out, ds)
+    return out
+
+
+def _mark_modes(table, ds) -> None:
+    """Flag a multimodal posterior in ``table.attrs`` and say so (the warning's class)."""
+    import warnings
+
+    from .exceptions import MultimodalPosteriorWarning
+
+    multimodal = bool(int(ds.attrs.get("multimodal", 0)))
+    table.attrs["multimodal"] = multimodal
+    table.attrs["caption"] = ""
+    if multimodal:
+        caption = (
+            "The posterior is multimodal or its chains disagree beyond a label permutation; the "
+            "rows mix components that are not the same in every draw. Modes: "
+            f"{ds.attrs.get('mode_summary', '?')}."
+        )
+        table.attrs["caption"] = caption
+        table.attrs["mode_masses"] = np.asarray(ds.attrs.get("mode_masses", []), np.float64)
+        warnings.warn(caption, MultimodalPosteriorWarning, stacklevel=3)
+
+
+def _invariant_rows(res, post, ci_prob: float):
+    """Rows for the permutation-invariant quantities (``posterior_invariant``), if present.
+
+    The EM column holds the same quantity at the EM parameters: the total (weighted)
+    log-likelihood of the observed data and the mixture log-density at the stored points.
+    """
+    import pandas as pd
+    from arviz_stats import summary
+
+    from .relabel import log_component_densities
+
+    try:
+        group = post["posterior_invariant"]
+        X = np.asarray(post["observed_data"]["obs"].values, np.float64)
+    except (KeyError, TypeError):
+        return None
+    try:
+        w = np.asarray(post["constant_data"]["sample_weight"].values, np.float64)
+    except (KeyError, TypeError):
+        w = np.ones(X.shape[0])
+    params = res.params if hasattr(res, "params") else res
+    em = {name: np.asarray(params[name], np.float64)[None] for name in PARAMETERS}
+    ct = _covariance_type(_posterior(post))
+    points = np.asarray(group.attrs["density_points"], np.float64).reshape(-1, X.shape[1])
+
+    def log_density(Y):
+        lcd = log_component_densities(Y, em["weights"], em["means"], em["covariances"], ct)[0]
+        m = lcd.max(-1)
+        return m + np.log(np.exp(lcd - m[:, None]).sum(-1))
+
+    em_values = {"log_likelihood_total": float(log_density(X) @ w)}
+    for i, value in enumerate(log_density(points)):
+        em_values[f"log_density_at[{i}]"] = float(value)
+    table = summary(
+        post,
+        group="posterior_invariant",
+        kind="all",
+        ci_kind="hdi",
+        ci_prob=ci_prob,
+        round_to="none",
+    )
+    table = pd.DataFrame(table)
+    lo, hi = table.columns[2], table.columns[3]
+    table = table.rename(columns={lo: "hdi_low", hi: "hdi_high"})
+    rows = [r for r in em_values if r in table.index]
+    out = table.loc[rows, ["mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk"]]
+    out = out.astype(np.float64)
+    out.insert(0, "em", [em_values[r] for r in rows])
+    return out
 
 
 # --------------------------------------------------------------------------- figures

@@ -336,10 +336,22 @@ def prior_draws(
     return {"weights": weights, "means": means, "covariances": cov}
 
 
+def finish_posterior(mixture, post, X, sample_weight, rng_key, posterior_predictive: bool):
+    """Add the ``log_prior`` group (and, if asked, ``posterior_predictive``) to a posterior."""
+    if "log_prior" not in post.children:
+        add_log_prior(post, mixture.resolve_prior(X, sample_weight))
+    if posterior_predictive:
+        add_posterior_predictive(post, rng_key, stream=1)  # a stream of its own
+    return post
+
+
 def sample_prior_predictive(
     mixture, X, num_samples: int = 500, rng_key=0, sample_weight=None
 ) -> xarray.DataTree:
     """Draw parameters from the prior, and from each a data set of ``len(X)`` rows.
+
+    Bound as ``Mixture.sample_prior_predictive(X, num_samples=500, rng_key=0)``; data-based
+    prior defaults come from ``X`` itself (no earlier fit is needed).
 
     Parameters
     ----------

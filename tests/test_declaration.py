@@ -75,7 +75,7 @@ def test_select_refuses_unknown_keywords(faithful):
     with pytest.raises(ValueError, match="init_params"):
         bg.select(faithful, [2], init_params=start)
     with pytest.raises(ValueError, match="max_iter"):
-        bg.select(faithful, [2], max_iter=0)
+        bg.select(faithful, [2], max_iter=-1)
 
 
 def _sites(model, *args, **kwargs):

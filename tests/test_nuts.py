@@ -23,9 +23,15 @@ from numpyro.infer.util import log_density, potential_energy, unconstrain_fn
 from scipy.special import logsumexp
 
 import bayesgmm as bg
-from bayesgmm.nuts import _apply_permutation, _jittered_starts, relabel_permutations
+from bayesgmm.nuts import _jittered_starts
+from bayesgmm.relabel import apply_permutation as _apply_permutation
+from bayesgmm.relabel import relabel_permutations
 
 PARAMS = ("weights", "means", "covariances")
+
+# The quick runs' data (galaxies, two components) has a two-mode posterior: the warning is
+# tested in test_modes; here it would only repeat itself.
+pytestmark = pytest.mark.filterwarnings("ignore::bayesgmm.MultimodalPosteriorWarning")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -64,6 +70,17 @@ def _check_structure(post, X, covariance_type, k, chains, draws):
     assert stats.attrs["relabeled_fraction"] == pytest.approx(float(stats["relabeled"].mean()))
     assert post.attrs["covariance_type"] == covariance_type
     assert post.attrs["n_components"] == k
+    # the draws' mode and the permutation-invariant quantities
+    assert stats["mode"].shape == (chains, draws)
+    masses = np.asarray(post.posterior.attrs["mode_masses"])
+    assert np.sum(masses) == pytest.approx(1.0) and np.all(masses >= 0)
+    assert set(np.unique(stats["mode"].values)) <= set(range(len(masses)))
+    inv = post.posterior_invariant
+    assert inv["log_likelihood_total"].shape == (chains, draws)
+    assert inv["log_density_at"].shape == (chains, draws, 3)
+    np.testing.assert_allclose(
+        inv["log_likelihood_total"].values, post.log_likelihood["obs"].values.sum(-1), rtol=1e-4
+    )
 
 
 def _check_map_is_the_mode(mix, X, res, post):
@@ -321,6 +338,25 @@ def test_parallel_chains_on_two_host_devices(tmp_path):
 
 
 # --------------------------------------------------------------------------- errors
+
+
+def test_sampler_core_does_not_import_the_surface():
+    """nuts.py receives arrays: it imports nothing from the user-facing modules."""
+    import ast
+    import inspect
+
+    import bayesgmm.modes
+    import bayesgmm.nuts
+    import bayesgmm.relabel
+
+    for module in (bayesgmm.nuts, bayesgmm.modes, bayesgmm.relabel):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module is not None
+        }
+        assert not imported & {"api", "select", "posterior", "sampler"}, (module, imported)
 
 
 def test_nuts_needs_a_proper_prior(faithful):
