@@ -21,6 +21,7 @@ _EXPORTS = {
     "compare": "posterior",
     "datasets": None,
     "plot_compare": "posterior",
+    "posterior_membership": "predictive",
     "select": "select",
     "shard_rows": "distributed",
 }

@@ -19,6 +19,7 @@ from .driver import Outcome, data_moments, fit_candidates
 from .init import DEFAULT_INIT, DEFAULT_N_INIT
 from .numerics import float_dtype
 from .params import GMMParams, full_covariances, make_params, n_parameters
+from .predictive import finish_posterior, sample_prior_predictive
 from .priors import Prior, PriorParams, cast_prior, needs_data, resolve_prior
 from .sources import is_source
 from .stats import choose_block_size, log_prob_fn, map_blocks
@@ -286,6 +287,7 @@ class Mixture:
         max_tree_depth: int = 10,
         dense_mass: bool = False,
         log_likelihood: bool = True,
+        posterior_predictive: bool = False,
     ):
         """Sample the posterior of the weights, means and covariances with NUTS.
 
@@ -324,6 +326,8 @@ class Mixture:
             Adapt a dense mass matrix instead of a diagonal one.
         log_likelihood : bool, default=True
             Store the pointwise log-likelihood (n_chains x n_draws x n_samples values).
+        posterior_predictive : bool, default=False
+            Add a ``posterior_predictive`` group (``obs``: chain, draw, obs_id, feature).
 
         Returns
         -------
@@ -344,6 +348,7 @@ class Mixture:
               (not multiplied by ``sample_weight``), for ``arviz.loo`` and ``arviz.compare``.
             - ``observed_data``: ``obs`` (obs_id, feature); ``constant_data``: ``sample_weight``
               when given.
+            - ``log_prior``: ``weights``, ``means``, ``covariances`` (chain, draw), for ``psense``.
 
         Examples
         --------
@@ -360,22 +365,11 @@ class Mixture:
 
         if isinstance(init, FitResult):  # the sampler takes arrays: check and unpack here
             init = init._for_sampler(self, v.check_X(X).shape[1])
-        return sample_posterior(
-            self,
-            X,
-            rng_key=rng_key,
-            num_chains=num_chains,
-            num_warmup=num_warmup,
-            num_samples=num_samples,
-            init=init,
-            sample_weight=sample_weight,
-            progress_bar=progress_bar,
-            chain_method=chain_method,
-            target_accept_prob=target_accept_prob,
-            max_tree_depth=max_tree_depth,
-            dense_mass=dense_mass,
-            log_likelihood=log_likelihood,
-        )
+        skip = ("self", "X", "posterior_predictive", "sample_posterior", "skip")
+        post = sample_posterior(self, X, **{k: a for k, a in locals().items() if k not in skip})
+        return finish_posterior(self, post, X, sample_weight, rng_key, posterior_predictive)
+
+    sample_prior_predictive = sample_prior_predictive  # see bayesgmm.predictive
 
 
 # What the scoring methods keep of the log-densities lp (K, B) of a block of rows.

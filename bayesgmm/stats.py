@@ -10,21 +10,24 @@ of ``block_size`` columns with ``lax.scan``, read straight from ``Xt`` with ``la
 are (K, B) or (K, D, B), so every contraction over the rows of a block is a plain matrix product
 over contiguous memory. No array larger than (K, D, block_size) is ever formed.
 
-The E-step has two forms, chosen by the precision:
+The E-step (:func:`e_step`) expands the quadratic forms in both precisions.
+``log pi_k N(x | mu_k, Sigma_k)`` is a quadratic polynomial in ``x``: ``theta_k . phi(x - c) +
+beta_k`` with features ``phi`` of the rows centred on one point ``c``, the mixture mean (full: the
+products ``x_i x_j``, ``i <= j``, and ``x``; diag: ``x_i^2`` and ``x``; spherical: ``|x|^2`` and
+``x``). The K log-densities of a block are one product (K, F) x (F, B), and the statistics
+another, ``resp phi^T`` (K, F), which holds ``s1`` and ``s2`` about ``c``: half the arithmetic of
+centring and whitening the rows for every component, and no (K, D, B) array. The price is
+cancellation: about ``eps |x - c|^2 / sigma_k^2`` in the log-densities and ``eps |xbar_k - c|^2``
+in the variances (float64: 1e-8 at a 1e4-sigma separation; float32: 1e-3 at 1e2 sigma). The EM
+loop counts a variance below what the statistics resolve as singular (``em.cancellation_floor``,
+scaled by the precision's eps). In float32 the block statistics are summed with compensated
+(Kahan) summation, so that the sum over blocks adds no error that grows with n.
 
-- float64 expands the quadratic forms. ``log pi_k N(x | mu_k, Sigma_k)`` is a quadratic
-  polynomial in ``x``: ``theta_k . phi(x - c) + beta_k`` with features ``phi`` of the rows
-  centred on one point ``c``, the mixture mean (full: the products ``x_i x_j``, ``i <= j``, and
-  ``x``; diag: ``x_i^2`` and ``x``; spherical: ``|x|^2`` and ``x``). The K log-densities of a
-  block are one product (K, F) x (F, B), and the statistics another, ``resp phi^T`` (K, F), which
-  holds ``s1`` and ``s2`` about ``c``: half the arithmetic of centring and whitening the rows for
-  every component, and no (K, D, B) array. The price is cancellation: about
-  ``eps |x - c|^2 / sigma_k^2`` in the log-densities and ``eps |xbar_k - c|^2`` in the
-  variances, which float64 can afford (1e-8 at a 1e4-sigma separation). The EM loop counts a
-  variance below what the statistics resolve as singular (``em.cancellation_floor``).
-- float32 cannot, so it centres every row on every component's current mean, whitens it with the
-  precision Cholesky factor (as scikit-learn does) and takes the statistics about the current
-  means, which are small when the means are good: the STYLE rule that keeps float32 accurate.
+Scoring (:func:`log_prob_fn`, for ``predict`` and ``score_samples``) expands in float64 only;
+float32 there centres every row on every component's mean and whitens it with the precision
+Cholesky factor (as scikit-learn does), which stays accurate for rows far from the data, and the
+statistics of any other responsibility rule (:func:`accumulate`) are taken about given reference
+means from rows centred on them.
 """
 
 from __future__ import annotations
@@ -41,11 +44,14 @@ from jax.scipy.special import logsumexp
 
 from .params import GMMParams, log_det_precision_chol
 
-# Rows per block B: the working arrays of a block, (K, D, B) in float32 and (D (D + 3) / 2, B)
-# in float64, should stay within the caches, and blocks should be long enough to amortise the
-# per-block cost of the loop. The E-step time per row is flat over a range of K D B around
-# 2**18 elements and rises outside it (benchmarks/ holds the measurement).
+# Rows per block B. The working arrays of a block should stay within a core's cache, and blocks
+# should be long enough to amortise the per-block cost of the loop. Two working sets bound B:
+# the (K, D, B) arrays of centred rows (scoring, :func:`accumulate`), about 2**18 elements, and
+# the expanded E-step's features (F, B), F = D (D + 3) / 2 for a full covariance, whose two
+# matrix products read them from cache when F B is about 2**15 elements (256 KiB in float64).
+# benchmarks/bench_em.py measures the effect.
 _BLOCK_ELEMENTS = 2**18
+_FEATURE_ELEMENTS = 2**15
 _MIN_BLOCK = 256
 _MAX_BLOCK = 8192
 
@@ -62,13 +68,16 @@ class SuffStats(NamedTuple):
 
 
 def choose_block_size(n_samples: int, n_components: int, n_features: int) -> int:
-    """Rows per block: about ``_BLOCK_ELEMENTS`` elements of (K, D, B), and never more than n.
+    """Rows per block: at most about ``_BLOCK_ELEMENTS`` elements of (K, D, B) and
+    ``_FEATURE_ELEMENTS`` of the full-covariance features (D (D + 3) / 2, B), never more than n.
 
     The block is a multiple of 64 rows (for the vector units) between 256 and 8192, or all the
     rows when there are fewer; small data sets are then a single block and need no loop.
     """
     per_row = max(n_components * n_features, 1)
-    block = min(max(_BLOCK_ELEMENTS // per_row, _MIN_BLOCK), _MAX_BLOCK) // 64 * 64
+    n_feat = n_features * (n_features + 3) // 2
+    block = min(_BLOCK_ELEMENTS // per_row, _FEATURE_ELEMENTS // max(n_feat, 1))
+    block = min(max(block, _MIN_BLOCK), _MAX_BLOCK) // 64 * 64
     if block >= n_samples:
         return max(n_samples, 1)
     # Equal blocks: the last one overlaps its predecessor instead of being padded.
@@ -158,7 +167,7 @@ def _natural_params(params: GMMParams, covariance_type: str) -> tuple[Array, Arr
         lin = jnp.einsum("kde,ke->kd", pc, yd)  # P_k delta_k
         i, j = np.triu_indices(d)
         P = jnp.einsum("kde,kfe->kdf", pc, pc)
-        quad = -0.5 * P[:, i, j] * np.where(i == j, 1.0, 2.0)
+        quad = -0.5 * P[:, i, j] * jnp.asarray(np.where(i == j, 1.0, 2.0), P.dtype)
         theta = jnp.concatenate([quad, lin], axis=1)
         const = jnp.sum(yd * yd, axis=1)
     elif covariance_type == "tied":
@@ -174,7 +183,8 @@ def _natural_params(params: GMMParams, covariance_type: str) -> tuple[Array, Arr
         p = (pc * pc)[:, None]
         theta = jnp.concatenate([-0.5 * p, p * delta], axis=1)
         const = p[:, 0] * jnp.sum(delta * delta, axis=1)
-    return theta, _log_norm_const(params, covariance_type) - 0.5 * const
+    beta = _log_norm_const(params, covariance_type) - 0.5 * const
+    return theta.astype(pc.dtype), beta.astype(pc.dtype)
 
 
 # A responsibility rule: (block columns xt (D, B), rows centred on the reference means (K, D, B),
@@ -216,6 +226,21 @@ def _responsibilities(lp: Array) -> tuple[Array, Array]:
     """Posterior probabilities (K, B) and the log-normaliser (B,) from log pi_k N(x | k)."""
     log_norm = logsumexp(lp, axis=0)
     return jnp.exp(lp - log_norm[None, :]), log_norm
+
+
+def _responsibilities_one_exp(lp: Array) -> tuple[Array, Array]:
+    """:func:`_responsibilities` with one exponential per element instead of two.
+
+    ``e = exp(lp - max)`` gives both the normaliser ``max + log sum e`` and the responsibilities
+    ``e / sum e``. A row whose log-densities are all ``-inf`` gets the normaliser ``-inf`` and
+    zero responsibilities, as with :func:`logsumexp`.
+    """
+    top = jnp.max(lp, axis=0)
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0))
+    e = jnp.exp(lp - top[None, :])
+    total = jnp.sum(e, axis=0)
+    safe = jnp.where(total > 0, total, 1)
+    return e * (1 / safe)[None, :], top + jnp.log(total)
 
 
 def _loglik(log_norm: Array, wb: Array) -> Array:
@@ -275,12 +300,15 @@ def sum_blocks(
     block_size: int,
     block_fn: Callable[[Array, Array, Array], object],
     blocks: Array | None = None,
+    compensated: bool = False,
 ):
     """Sum ``block_fn(xt, wb, i)`` (a pytree) over the row blocks of ``Xt``.
 
     A ``lax.scan`` over the blocks; data that fit in one block need no loop. ``blocks`` (int
     array), if given, are the indices of the blocks to sum; indices past the last block stand
-    for empty blocks (all weights zero).
+    for empty blocks (all weights zero). ``compensated`` sums with Kahan's compensation, so the
+    rounding error of the sum does not grow with the number of blocks (used in float32, where
+    sequential sums over a thousand blocks would lose three digits).
     """
     if blocks is None:
         blocks = jnp.arange(n_blocks(Xt.shape[1], block_size), dtype=jnp.int32)
@@ -293,10 +321,25 @@ def sum_blocks(
     if blocks.shape[0] == 1:
         return first
 
-    def body(acc, i):
-        return jax.tree.map(jnp.add, acc, one(i)), None
+    if not compensated:
 
-    out, _ = jax.lax.scan(body, first, blocks[1:])
+        def body(acc, i):
+            return jax.tree.map(jnp.add, acc, one(i)), None
+
+        out, _ = jax.lax.scan(body, first, blocks[1:])
+        return out
+
+    def kahan(carry, i):
+        total, comp = carry
+        y = jax.tree.map(jnp.subtract, one(i), comp)
+        new = jax.tree.map(jnp.add, total, y)
+        # (new - total) - y is the part of y that the addition lost; XLA keeps the order of
+        # floating-point operations, so this is not simplified away.
+        comp = jax.tree.map(lambda n, t, y: (n - t) - y, new, total, y)
+        return (new, comp), None
+
+    zeros = jax.tree.map(jnp.zeros_like, first)
+    (out, _), _ = jax.lax.scan(kahan, (first, zeros), blocks[1:])
     return out
 
 
@@ -352,20 +395,9 @@ def e_step(
     -------
     stats : SuffStats
     ref_means : array of shape (n_components, n_features)
-        The reference points of ``stats``: the current means (float32), or the mixture mean
-        repeated (float64, whose statistics come from the expansion's features).
+        The reference points of ``stats``: the mixture mean repeated (the statistics come from
+        the expansion's features, see the module docstring).
     """
-    if not _expands(params):
-        log_prob = log_prob_fn(params, covariance_type)
-
-        def resp_fn(xt, xk, i):
-            return _responsibilities(log_prob(xt, xk))
-
-        stats = accumulate(
-            Xt, sample_weight, block_size, params.means, resp_fn, covariance_type, blocks
-        )
-        return stats, params.means
-
     theta, beta = _natural_params(params, covariance_type)
     c = center_of(params)
 
@@ -374,11 +406,12 @@ def e_step(
         # redo for every feature (2x slower).
         xc = jax.lax.optimization_barrier(xt - c[:, None])
         phi = _features(xc, params, covariance_type)
-        resp, log_norm = _responsibilities(theta @ phi + beta[:, None])
+        resp, log_norm = _responsibilities_one_exp(theta @ phi + beta[:, None])
         nk, s1, s2 = _stats_from_features(xc, phi, resp * wb[None, :], wb, covariance_type)
         return SuffStats(nk, s1, s2, _loglik(log_norm, wb), jnp.sum(wb))
 
-    stats = sum_blocks(Xt, sample_weight, block_size, block_fn, blocks)
+    compensated = jnp.finfo(Xt.dtype).bits < 64
+    stats = sum_blocks(Xt, sample_weight, block_size, block_fn, blocks, compensated)
     if covariance_type == "full":
         stats = stats._replace(s2=_unpack_symmetric(stats.s2, c.shape[0]))
     return stats, jnp.broadcast_to(c, params.means.shape)

@@ -8,6 +8,8 @@ memory (``ru_maxrss``) is its own. Reported per configuration and library:
   the first call, which compiles, is timed apart ("first call"); the repeats are the second and
   later calls, as in any loop over data sets of one shape.
 - speed-up: scikit-learn's ms/iter divided by the library's.
+- cpu ms/iter: the median processor time (all threads of the process) per iteration: the work
+  done, which other jobs on a shared machine inflate far less than the wall-clock time.
 - peak MiB: the subprocess's peak resident memory during the timed fits after the first (Linux:
   VmHWM, reset after the first call, which may compile; elsewhere ru_maxrss, which includes the
   first call); "fit MiB" the part of it above the resident memory before those fits (library
@@ -15,6 +17,15 @@ memory (``ru_maxrss``) is its own. Reported per configuration and library:
   has the peak of the first call.
 - ll/sample: the mean log-likelihood of the returned parameters (each library's own scorer), and
   whether it agrees with bayesgmm's (1e-6 per sample in float64, 1e-3 in float32).
+- float32 against float64 (bayesgmm, when both dtypes ran): the speed ratio of the two and the
+  relative error of float32's log-likelihood and parameters (largest difference over the largest
+  entry) against float64's, from the same start and data.
+- load: the 1-minute load average before and after each configuration (the machine may be
+  shared; compare ratios measured side by side rather than absolute times).
+
+The data are centred (each column's mean subtracted in float64, before any cast), as bayesgmm's
+driver centres them before a fit; every library sees the same rows. ``--markdown`` also prints
+the rows of the README's table.
 
 scikit-learn computes in the dtype of X (it keeps float32). gmmx (float32 only, full and diag
 covariances) needs ``pip install gmmx``. This is a benchmark, not a test: nothing here runs in CI.
@@ -47,7 +58,7 @@ AGREE = {"float64": 1e-6, "float32": 1e-3}
 
 
 def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
-    """Rows from a mixture of K well-separated, correlated Gaussians (float64)."""
+    """Centred rows from a mixture of K well-separated, correlated Gaussians (float64)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, 3.0, (k, d))
     mixing = rng.normal(0.0, 0.4, (k, d, d)) + np.eye(d)
@@ -56,7 +67,7 @@ def make_data(n: int, d: int, k: int, seed: int = 0) -> np.ndarray:
     for j in range(k):
         rows = labels == j
         X[rows] = centres[j] + X[rows] @ mixing[j]
-    return X
+    return X - X.mean(axis=0)
 
 
 def start_params(X: np.ndarray, k: int, covariance_type: str, seed: int = 1) -> dict:
@@ -93,11 +104,13 @@ def _time(fn, repeats: int) -> tuple[float, list[float], object]:
     # The first call may compile, whose memory is no part of the fit's working set.
     MEMORY["first_peak_mib"] = _peak_rss()
     MEMORY["warm_base_mib"] = _reset_peak_rss()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    MEMORY["cpu_times"] = cpu
     return first, times, out
 
 
@@ -140,6 +153,10 @@ def run_bayesgmm(X, p, covariance_type, iters, repeats):
         "times": times,
         "ll": res.log_likelihood / len(X),
         "n_iter": res.n_iter,
+        "params": {
+            name: np.asarray(getattr(res, name), np.float64).tolist()
+            for name in ("weights", "means", "covariances")
+        },
     }
 
 
@@ -288,6 +305,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, 5 iters")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--markdown", action="store_true", help="also print the README's rows")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=parse_size, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--type", default=None, help=argparse.SUPPRESS)
@@ -308,18 +326,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"# {args.iters} EM iterations per fit from the same start, median of {args.repeats}")
     header = (
         f"{'n x D, K':>18} {'type':>5} {'dtype':>7} {'library':>9} {'ms/iter':>9} "
-        f"{'speed-up':>8} {'first call s':>12} {'peak MiB':>9} {'fit MiB':>8} {'data MiB':>8} "
-        f"{'ll/sample':>12} agree"
+        f"{'speed-up':>8} {'cpu ms/it':>9} {'first call s':>12} {'peak MiB':>9} {'fit MiB':>8} "
+        f"{'data MiB':>8} {'ll/sample':>12} agree"
     )
     print(
         "# peak MiB: resident memory of the process at its peak during the timed (warm) fits; "
         "fit MiB: that peak minus the memory before them (data and library loaded)"
     )
     print(header)
-    rows = []
+    rows, precision = [], []
     for n, d, k in sizes:
         for covariance_type in args.types.split(","):
+            per_dtype = {}
             for dtype in args.dtypes.split(","):
+                load_before = os.getloadavg()[0]
                 results = {}
                 for lib in libraries:
                     out = run_worker(
@@ -333,6 +353,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     )
                     if out is not None:
                         results[lib] = out
+                load = (load_before, os.getloadavg()[0])
                 ref_ll = results.get("bayesgmm", {}).get("ll")
                 sk = results.get("sklearn", {})
                 for lib, out in results.items():
@@ -343,6 +364,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         )
                         continue
                     ms = 1e3 * float(np.median(out["times"])) / args.iters
+                    cpu_ms = 1e3 * float(np.median(out.get("cpu_times", [np.nan]))) / args.iters
                     speedup = (
                         1e3 * float(np.median(sk["times"])) / args.iters / ms
                         if "times" in sk
@@ -361,21 +383,92 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         dtype=dtype,
                         library=lib,
                         ms_per_iter=ms,
+                        cpu_ms_per_iter=cpu_ms,
                         speedup=speedup,
+                        load=load,
                         **out,
                     )
                     rows.append(row)
+                    if lib == "bayesgmm":
+                        per_dtype[dtype] = row
                     print(
                         f"{label:>18} {covariance_type:>5} {dtype:>7} {lib:>9} {ms:9.2f} "
-                        f"{speedup:8.1f} {out['first']:12.2f} {out['peak_mib']:9.0f} "
+                        f"{speedup:8.1f} {cpu_ms:9.1f} {out['first']:12.2f} {out['peak_mib']:9.0f} "
                         f"{out['peak_mib'] - out['warm_base_mib']:8.0f} {out['data_mib']:8.1f} "
-                        f"{out['ll']:12.6f} {agree}",
+                        f"{out['ll']:12.6f} {agree}  load {load[0]:.1f}-{load[1]:.1f}",
                         flush=True,
                     )
+            if "float64" in per_dtype and "float32" in per_dtype:
+                precision.append(_compare_precisions(per_dtype["float64"], per_dtype["float32"]))
+                print(_precision_line(precision[-1]), flush=True)
+    if args.markdown:
+        print(markdown(rows, precision))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": machine(), "iters": args.iters, "rows": rows}, fh, indent=1)
+            json.dump(
+                {"machine": machine(), "iters": args.iters, "rows": rows, "precision": precision},
+                fh,
+                indent=1,
+            )
     return rows
+
+
+def _compare_precisions(r64: dict, r32: dict) -> dict:
+    """float32 against float64 (bayesgmm): speed ratio and relative errors."""
+
+    def rel(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+    errors = {name: rel(r64["params"][name], r32["params"][name]) for name in r64["params"]}
+    return {
+        "size": f"{r64['n']} x {r64['d']}, {r64['k']}",
+        "type": r64["type"],
+        "speed_ratio": r64["ms_per_iter"] / r32["ms_per_iter"],
+        "ll_rel_error": abs(r64["ll"] - r32["ll"]) / abs(r64["ll"]),
+        **{f"{name}_rel_error": e for name, e in errors.items()},
+    }
+
+
+def _precision_line(c: dict) -> str:
+    return (
+        f"# {c['size']} {c['type']}: float32 {c['speed_ratio']:.2f}x faster than float64; "
+        f"relative error against float64: log-likelihood {c['ll_rel_error']:.1e}, weights "
+        f"{c['weights_rel_error']:.1e}, means {c['means_rel_error']:.1e}, covariances "
+        f"{c['covariances_rel_error']:.1e}"
+    )
+
+
+def _short(n: int) -> str:
+    return f"{n // 10**6}M" if n % 10**6 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def markdown(rows: list[dict], precision: list[dict]) -> str:
+    """The README's table: one line per configuration, the libraries side by side."""
+    lines = [
+        "| n x D, K | type | dtype | scikit-learn | bayesgmm | speed-up | gmmx "
+        "| bayesgmm cpu ms | bayesgmm peak MiB (data MiB) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        groups.setdefault((r["n"], r["d"], r["k"], r["type"], r["dtype"]), {})[r["library"]] = r
+    for (n, d, k, covariance_type, dtype), libs in groups.items():
+        bg, sk, gx = libs.get("bayesgmm"), libs.get("sklearn"), libs.get("gmmx")
+
+        def ms(r):
+            return "" if r is None else f"{r['ms_per_iter']:.3g}"
+
+        speedup = f"{bg['speedup']:.1f}x" if bg and sk else ""
+        memory = f"{bg['peak_mib']:.0f} ({bg['data_mib']:.3g})" if bg else ""
+        cpu = f"{bg['cpu_ms_per_iter']:.3g}" if bg else ""
+        load = next(iter(libs.values()))["load"]
+        lines.append(
+            f"| {_short(n)} x {d}, {k} | {covariance_type} | {dtype} | {ms(sk)} | {ms(bg)} "
+            f"| {speedup} | {ms(gx)} | {cpu} | {memory} | {load[0]:.0f}-{load[1]:.0f} |"
+        )
+    lines += ["", *(_precision_line(c).lstrip("# ") for c in precision)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

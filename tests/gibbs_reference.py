@@ -1,0 +1,171 @@
+"""An independent Gibbs sampler for the conjugate Gaussian mixture, in NumPy and SciPy only.
+
+The model is the package's (``docs/design.md``), written out here from the textbook conjugate
+updates (Murphy 2012, sec. 4.6.3; Fraley & Raftery 2007):
+
+- weights ~ Dirichlet(alpha, ..., alpha)
+- full: Sigma_k ~ InverseWishart(nu, Psi); mu_k | Sigma_k ~ Normal(m0, Sigma_k / kappa)
+- diag: s2_kd ~ InverseGamma(nu / 2, psi_d / 2); mu_kd | s2_kd ~ Normal(m0_d, s2_kd / kappa)
+
+The sampler alternates the allocations z_i given the parameters and the parameters given the
+allocations (Dirichlet and normal-inverse-Wishart / normal-inverse-gamma posteriors). It starts
+from random allocations, so it does not lean on any fit of the package. Nothing here imports
+bayesgmm: it is the reference that the tests and ``benchmarks/sbc.py`` compare NUTS with.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+from scipy.special import logsumexp
+
+
+def prior_dict(alpha, kappa, mean, dof, scale) -> dict:
+    """Hyperparameters as float64 arrays; ``scale`` (D, D) for full, (D,) for diag."""
+    return {
+        "alpha": float(alpha),
+        "kappa": float(kappa),
+        "mean": np.atleast_1d(np.asarray(mean, np.float64)),
+        "dof": float(dof),
+        "scale": np.asarray(scale, np.float64),
+    }
+
+
+def draw_prior(rng: np.random.Generator, prior: dict, k: int, covariance_type: str) -> dict:
+    """One draw of (weights, means, covariances) from the prior (SciPy's distributions)."""
+    m0, kappa, nu, psi = prior["mean"], prior["kappa"], prior["dof"], prior["scale"]
+    d = m0.shape[0]
+    weights = rng.dirichlet(np.full(k, prior["alpha"]))
+    if covariance_type == "full":
+        cov = np.stack(
+            [
+                np.atleast_2d(stats.invwishart.rvs(df=nu, scale=psi, random_state=rng))
+                for _ in range(k)
+            ]
+        )
+        means = np.stack([rng.multivariate_normal(m0, cov[j] / kappa) for j in range(k)]).reshape(
+            k, d
+        )
+    elif covariance_type == "diag":
+        cov = 1.0 / rng.gamma(0.5 * nu, 1.0 / (0.5 * psi), size=(k, d))
+        means = rng.normal(m0, np.sqrt(cov / kappa))
+    else:
+        raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
+    return {"weights": weights, "means": means, "covariances": cov}
+
+
+def simulate(rng: np.random.Generator, params: dict, n: int, covariance_type: str) -> np.ndarray:
+    """``n`` rows from the mixture ``params``: shape (n, D)."""
+    w, mu, cov = params["weights"], params["means"], params["covariances"]
+    labels = rng.choice(len(w), size=n, p=w)
+    d = mu.shape[1]
+    X = np.empty((n, d))
+    for j in range(len(w)):
+        idx = labels == j
+        if covariance_type == "full":
+            X[idx] = rng.multivariate_normal(mu[j], cov[j], size=int(idx.sum()))
+        else:
+            X[idx] = rng.normal(mu[j], np.sqrt(cov[j]), size=(int(idx.sum()), d))
+    return X
+
+
+def log_component_densities(X: np.ndarray, params: dict, covariance_type: str) -> np.ndarray:
+    """log w_k + log N(x_i | mu_k, Sigma_k): shape (n, K).
+
+    Written with a Cholesky solve (checked against ``scipy.stats.multivariate_normal`` in
+    ``tests/test_predictive.py``); SciPy's per-call overhead would dominate the Gibbs loop.
+    """
+    w, mu, cov = params["weights"], params["means"], params["covariances"]
+    d = mu.shape[1]
+    if covariance_type != "full":
+        cov = cov[..., None] * np.eye(d)
+    chol = np.linalg.cholesky(cov)  # (K, D, D)
+    diff = X[None, :, :] - mu[:, None, :]  # (K, n, D)
+    y = np.linalg.solve(chol, np.swapaxes(diff, 1, 2))  # (K, D, n)
+    log_det = np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(w)
+    out = -0.5 * np.sum(y * y, axis=1) - log_det[:, None] - 0.5 * d * np.log(2 * np.pi)
+    return (out + log_w[:, None]).T
+
+
+def inverse_wishart(rng: np.random.Generator, dof: float, scale: np.ndarray) -> np.ndarray:
+    """One draw of InverseWishart(dof, scale) by the Bartlett decomposition of its inverse.
+
+    Sigma^{-1} ~ Wishart(dof, scale^{-1}) = L A A^T L^T with L = chol(scale^{-1}), A lower
+    triangular, A_ii^2 ~ chi2(dof - i), A_ij ~ N(0, 1) below the diagonal.
+    """
+    d = scale.shape[0]
+    chol = np.linalg.cholesky(np.linalg.inv(scale))
+    a = np.tril(rng.standard_normal((d, d)), -1)
+    a[np.diag_indices(d)] = np.sqrt(rng.chisquare(dof - np.arange(d)))
+    la = chol @ a
+    return np.linalg.inv(la @ la.T)
+
+
+def log_likelihood(X: np.ndarray, params: dict, covariance_type: str) -> float:
+    """Total log-likelihood of the rows under the mixture."""
+    return float(np.sum(logsumexp(log_component_densities(X, params, covariance_type), axis=1)))
+
+
+def gibbs_sample(
+    X: np.ndarray,
+    k: int,
+    prior: dict,
+    covariance_type: str,
+    n_iter: int,
+    rng: np.random.Generator,
+    burn: int = 0,
+) -> dict:
+    """Run the Gibbs sampler from random allocations.
+
+    Returns
+    -------
+    dict
+        ``weights`` (T, K), ``means`` (T, K, D), ``covariances`` (T, K, D, D) for full or
+        (T, K, D) for diag, with T = n_iter - burn draws.
+    """
+    X = np.asarray(X, np.float64)
+    n, d = X.shape
+    m0, kappa, nu, psi, alpha = (
+        prior["mean"],
+        prior["kappa"],
+        prior["dof"],
+        prior["scale"],
+        prior["alpha"],
+    )
+    z = rng.integers(k, size=n)
+    keep = n_iter - burn
+    out_w = np.empty((keep, k))
+    out_mu = np.empty((keep, k, d))
+    out_cov = np.empty((keep, k, d, d) if covariance_type == "full" else (keep, k, d))
+    for it in range(n_iter):
+        counts = np.bincount(z, minlength=k)
+        weights = rng.dirichlet(alpha + counts)
+        means = np.empty((k, d))
+        cov = np.empty((k, d, d) if covariance_type == "full" else (k, d))
+        for j in range(k):
+            xj = X[z == j]
+            nj = xj.shape[0]
+            xbar = xj.mean(axis=0) if nj else np.zeros(d)
+            kappa_n = kappa + nj
+            m_n = (kappa * m0 + nj * xbar) / kappa_n
+            dev = xbar - m0
+            if covariance_type == "full":
+                xc = xj - xbar
+                psi_n = psi + xc.T @ xc + (kappa * nj / kappa_n) * np.outer(dev, dev)
+                cov[j] = inverse_wishart(rng, nu + nj, psi_n)
+                means[j] = m_n + np.linalg.cholesky(cov[j] / kappa_n) @ rng.standard_normal(d)
+            else:
+                ss = np.sum((xj - xbar) ** 2, axis=0)
+                shape = 0.5 * (nu + nj)
+                rate = 0.5 * (psi + ss + (kappa * nj / kappa_n) * dev**2)
+                cov[j] = 1.0 / rng.gamma(shape, 1.0 / rate)
+                means[j] = rng.normal(m_n, np.sqrt(cov[j] / kappa_n))
+        params = {"weights": weights, "means": means, "covariances": cov}
+        lp = log_component_densities(X, params, covariance_type)
+        # Allocations by the Gumbel-max trick: argmax(lp + G) ~ Categorical(softmax(lp)).
+        z = np.argmax(lp + rng.gumbel(size=lp.shape), axis=1)
+        if it >= burn:
+            out_w[it - burn], out_mu[it - burn], out_cov[it - burn] = weights, means, cov
+    return {"weights": out_w, "means": out_mu, "covariances": out_cov}
