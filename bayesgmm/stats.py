@@ -10,7 +10,9 @@ of ``block_size`` columns with ``lax.scan``, read straight from ``Xt`` with ``la
 are (K, B) or (K, D, B), so every contraction over the rows of a block is a plain matrix product
 over contiguous memory. No array larger than (K, D, block_size) is ever formed.
 
-The E-step (:func:`e_step`) expands the quadratic forms in both precisions.
+The float64 E-step (:func:`e_step`) expands the quadratic forms; float32 centres every row on
+every component's current mean (see below and :func:`e_step`), because the expansion's
+cancellation in float32 hides variances as small as a maximum-likelihood ``reg_covar`` floor.
 ``log pi_k N(x | mu_k, Sigma_k)`` is a quadratic polynomial in ``x``: ``theta_k . phi(x - c) +
 beta_k`` with features ``phi`` of the rows centred on one point ``c``, the mixture mean (full: the
 products ``x_i x_j``, ``i <= j``, and ``x``; diag: ``x_i^2`` and ``x``; spherical: ``|x|^2`` and
@@ -395,9 +397,22 @@ def e_step(
     -------
     stats : SuffStats
     ref_means : array of shape (n_components, n_features)
-        The reference points of ``stats``: the mixture mean repeated (the statistics come from
-        the expansion's features, see the module docstring).
+        The reference points of ``stats``: the current means (float32), or the mixture mean
+        repeated (float64, whose statistics come from the expansion's features).
     """
+    if not _expands(params):
+        # float32 centres on every component: the expansion's cancellation (eps |xbar_k - c|^2
+        # in a variance) would hide variances as small as a maximum-likelihood reg_covar floor.
+        log_prob = log_prob_fn(params, covariance_type)
+
+        def resp_fn(xt, xk, i):
+            return _responsibilities(log_prob(xt, xk))
+
+        stats = accumulate(
+            Xt, sample_weight, block_size, params.means, resp_fn, covariance_type, blocks
+        )
+        return stats, params.means
+
     theta, beta = _natural_params(params, covariance_type)
     c = center_of(params)
 

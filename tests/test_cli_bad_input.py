@@ -75,7 +75,7 @@ CASES = {
     "unknown --prior": Case(fit("--prior", "flat"), GOOD, 2, "argument --prior"),
     "unknown --init": Case(fit("--init", "magic"), GOOD, 2, "argument --init"),
     "--n-init 0": Case(fit("--n-init", "0"), GOOD, 1, "n_init must be a positive integer"),
-    "--max-iter 0": Case(fit("--max-iter", "0"), GOOD, 1, "max_iter must be a positive integer"),
+    "--max-iter -1": Case(fit("--max-iter", "-1"), GOOD, 1, "max_iter"),
     "--seed negative": Case(fit("--seed", "-1"), GOOD, 2, "--seed: must be from 0 to"),
     "--seed 2**70": Case(fit("--seed", str(2**70)), GOOD, 2, "--seed: must be from 0 to"),
     "--seed not a number": Case(fit("--seed", "x"), GOOD, 2, "expected a whole number"),
