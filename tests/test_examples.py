@@ -52,8 +52,12 @@ def test_example_runs(name, tmp_path, capsys):
         assert "both processes hold the same parameters: True" in out
     elif name == "singular_prior":
         sel_ml, sel_map = result
-        # The point of the example: ML picks a collapsed component, the prior does not.
-        assert np.min(np.asarray(sel_ml.best.covariances)) < 1e-3
+        # The point of the example: select never picks a collapsed component (it marks and
+        # skips one when the search finds it), and under the prior nothing collapses.
+        ml = sel_ml.table.set_index(["n_components", "covariance_type"])
+        best = (sel_ml.best.n_components, sel_ml.best.covariance_type)
+        assert not bool(ml.loc[best, "degenerate"])
+        assert not sel_map.table["degenerate"].any()
         assert np.min(np.asarray(sel_map.best.covariances)) > 1e-2
         assert "became singular" in out
     elif name == "sklearn_pipeline":
