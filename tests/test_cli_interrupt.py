@@ -169,7 +169,8 @@ def test_interrupt_while_writing_leaves_nothing(faithful_csv, tmp_path):
     # Interrupted after compiling, so the compilation cache (if any) may serve this run.
     run = Run(argv, code=INTERRUPT_WHILE_WRITING, cache=True)
     stdout = assert_interrupted(run, out)
-    assert "EM:" in stdout and "Report written" not in stdout
+    # What reached stdout before the exit depends on buffering; the report must not be announced.
+    assert "Report written" not in stdout
 
 
 def test_interrupt_while_writing_in_process(faithful_csv, tmp_path, capsys, monkeypatch):
