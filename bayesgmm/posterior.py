@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._tree import PARAMETERS, covariance_type_of, posterior_group
+
 if TYPE_CHECKING:
     import pandas as pd
     import xarray
@@ -25,29 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["compare", "plot_compare", "plot_diagnostics", "plot_forest"]
 
-PARAMETERS = ("weights", "means", "covariances")
 COLUMNS = ["em", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk", "em_in_hdi"]
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _posterior(post) -> xarray.Dataset:
-    try:
-        ds = post["posterior"]
-    except (KeyError, TypeError):
-        raise ValueError(
-            "post must be the DataTree returned by Mixture.sample_posterior, with a 'posterior' "
-            f"group; got {type(post).__name__} without one."
-        ) from None
-    ds = getattr(ds, "dataset", ds)
-    missing = [name for name in PARAMETERS if name not in ds]
-    if missing:
-        raise ValueError(
-            f"post.posterior lacks {missing}: it must hold 'weights', 'means' and 'covariances' "
-            "as Mixture.sample_posterior writes them."
-        )
-    return ds
 
 
 def _n_effective(post) -> float:
@@ -72,7 +55,7 @@ def _em_params(res, post) -> dict[str, np.ndarray]:
             "res must be a FitResult or a dict with 'weights', 'means' and 'covariances'; "
             f"got {type(res).__name__}."
         )
-    ds = _posterior(post)
+    ds = posterior_group(post)
     em = {name: np.asarray(params[name], np.float64) for name in PARAMETERS}
     for name in PARAMETERS:
         expected = ds[name].shape[2:]
@@ -82,7 +65,7 @@ def _em_params(res, post) -> dict[str, np.ndarray]:
                 f"{expected} per draw: res must be a fit of the same mixture "
                 "(n_components, covariance_type, n_features)."
             )
-    covariance_type = _covariance_type(ds)
+    covariance_type = covariance_type_of(ds)
     # Match the EM components to the posterior's order (the posterior was relabelled to its own
     # reference fit, which need not be ``res``).
     reference = {name: ds[name].mean(("chain", "draw")).values for name in PARAMETERS}
@@ -93,16 +76,6 @@ def _em_params(res, post) -> dict[str, np.ndarray]:
     if covariance_type != "tied":
         em["covariances"] = em["covariances"][perm]
     return em
-
-
-def _covariance_type(ds) -> str:
-    dims = ds["covariances"].dims[2:]
-    return {
-        ("component", "feature", "feature_"): "full",
-        ("feature", "feature_"): "tied",
-        ("component", "feature"): "diag",
-        ("component",): "spherical",
-    }[tuple(dims)]
 
 
 def _labels(ds, name: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -118,7 +91,7 @@ def _labels(ds, name: str) -> list[tuple[str, tuple[int, ...]]]:
 
 def _redundant(name: str, ds, idx: tuple[int, ...]) -> bool:
     """Upper-triangle entries of symmetric covariance matrices duplicate the lower ones."""
-    if name != "covariances" or _covariance_type(ds) not in ("full", "tied"):
+    if name != "covariances" or covariance_type_of(ds) not in ("full", "tied"):
         return False
     return idx[-2] < idx[-1]
 
@@ -164,7 +137,7 @@ def compare(
     from arviz_base import rcParams
     from arviz_stats import summary
 
-    ds = _posterior(post)
+    ds = posterior_group(post)
     if ci_prob is None:
         ci_prob = rcParams["stats.ci_prob"]
     ci_prob = float(ci_prob)
@@ -249,7 +222,7 @@ def _invariant_rows(res, post, ci_prob: float):
         w = np.ones(X.shape[0])
     params = res.params if hasattr(res, "params") else res
     em = {name: np.asarray(params[name], np.float64)[None] for name in PARAMETERS}
-    ct = _covariance_type(_posterior(post))
+    ct = covariance_type_of(posterior_group(post))
     points = np.asarray(group.attrs["density_points"], np.float64).reshape(-1, X.shape[1])
 
     def log_density(Y):
@@ -284,7 +257,7 @@ def _invariant_rows(res, post, ci_prob: float):
 def _em_dataset(res, post):
     import xarray as xr
 
-    ds = _posterior(post)
+    ds = posterior_group(post)
     em = _em_params(res, post)
     return xr.Dataset(
         {name: (ds[name].dims[2:], em[name]) for name in PARAMETERS},
@@ -404,7 +377,7 @@ def plot_diagnostics(
     """
     import arviz_plots as azp
 
-    _posterior(post)
+    posterior_group(post)
     var_names = _check_var_names(var_names)
     if kind == "trace":
         pc = azp.plot_trace_dist(post, var_names=var_names, backend="matplotlib")

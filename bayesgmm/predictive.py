@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as v
+from ._tree import COVARIANCE_DIMS, PARAMETERS, covariance_type_of, posterior_group
 from .numerics import float_dtype
 from .params import make_params
 from .priors import (
@@ -39,6 +40,7 @@ from .priors import (
     cast_prior,
     log_prior,
 )
+from .relabel import full_covariance_draws, log_component_densities
 
 if TYPE_CHECKING:
     import xarray
@@ -51,45 +53,8 @@ __all__ = [
     "sample_prior_predictive",
 ]
 
-PARAMETERS = ("weights", "means", "covariances")
-COVARIANCE_DIMS = {
-    "full": ("component", "feature", "feature_"),
-    "tied": ("feature", "feature_"),
-    "diag": ("component", "feature"),
-    "spherical": ("component",),
-}
-
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _posterior_dataset(post, name: str = "post"):
-    try:
-        ds = post["posterior"]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"{name} must be the DataTree returned by Mixture.sample_posterior, with a "
-            f"'posterior' group; got {type(post).__name__} without one."
-        ) from None
-    ds = getattr(ds, "dataset", ds)
-    missing = [p for p in PARAMETERS if p not in ds]
-    if missing:
-        raise ValueError(
-            f"{name}.posterior lacks {missing}: it must hold 'weights', 'means' and "
-            "'covariances' as Mixture.sample_posterior writes them."
-        )
-    return ds
-
-
-def _covariance_type(ds) -> str:
-    dims = ds["covariances"].dims[2:]
-    for ct, expected in COVARIANCE_DIMS.items():
-        if tuple(dims) == expected:
-            return ct
-    raise ValueError(
-        f"post.posterior.covariances has dims {dims}; expected one of {list(COVARIANCE_DIMS)}'s "
-        "layouts as Mixture.sample_posterior writes them."
-    )
 
 
 def _flat_draws(ds) -> tuple[dict, tuple[int, int]]:
@@ -140,18 +105,6 @@ def numpy_rng(rng_key, stream: int = 0) -> np.random.Generator:
     )
 
 
-def _as_full(covariances: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
-    """Draws of covariances (S, ...) as (S, K, D, D)."""
-    c = np.asarray(covariances, np.float64)
-    s = c.shape[0]
-    if covariance_type == "full":
-        return c
-    if covariance_type == "tied":
-        return np.broadcast_to(c[:, None], (s, k, d, d))
-    var = c if covariance_type == "diag" else np.broadcast_to(c[..., None], (s, k, d))
-    return var[..., None] * np.eye(d)
-
-
 def predictive_draws(
     weights, means, covariances, covariance_type: str, n_rows: int, rng
 ) -> np.ndarray:
@@ -177,7 +130,8 @@ def predictive_draws(
     w = np.asarray(weights, np.float64)
     mu = np.asarray(means, np.float64)
     s, k, d = mu.shape
-    chol = np.linalg.cholesky(_as_full(covariances, covariance_type, k, d))  # (S, K, D, D)
+    cov = full_covariance_draws(np.asarray(covariances, np.float64), covariance_type, k, d)
+    chol = np.linalg.cholesky(cov)  # (S, K, D, D)
     cdf = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
     u = rng.random((s, n_rows))
     labels = np.minimum((u[:, :, None] >= cdf[:, None, :]).sum(axis=-1), k - 1)  # (S, n)
@@ -204,8 +158,8 @@ def add_posterior_predictive(post, rng_key=0, stream: int = 0):
         feature): row ``i`` of draw ``s`` is drawn from the mixture with draw ``s``'s
         parameters (a fresh component label per row).
     """
-    ds = _posterior_dataset(post)
-    ct = _covariance_type(ds)
+    ds = posterior_group(post)
+    ct = covariance_type_of(ds)
     try:
         observed = post["observed_data"]["obs"]
     except (KeyError, TypeError):
@@ -285,8 +239,8 @@ def add_log_prior(post, prior: PriorParams):
     ``arviz_stats.psense(post, group="prior")`` power-scales their sum (the joint prior);
     ``group_var_names=["means"]`` scales one part.
     """
-    ds = _posterior_dataset(post)
-    ct = _covariance_type(ds)
+    ds = posterior_group(post)
+    ct = covariance_type_of(ds)
     draws, shape = _flat_draws(ds)
     parts = log_prior_draws(draws, prior, ct)
     data = {name: a.reshape(shape) for name, a in parts.items()}
@@ -330,7 +284,7 @@ def prior_draws(
     else:
         shape = (s, k, d) if covariance_type == "diag" else (s, k)
         cov = 0.5 * scale / rng.gamma(0.5 * dof, 1.0, size=shape)
-    chol = np.linalg.cholesky(_as_full(cov, covariance_type, k, d))
+    chol = np.linalg.cholesky(full_covariance_draws(cov, covariance_type, k, d))
     z = rng.standard_normal((s, k, d))
     means = m0 + np.einsum("skde,ske->skd", chol, z) / np.sqrt(kappa)
     return {"weights": weights, "means": means, "covariances": cov}
@@ -430,21 +384,6 @@ class Membership(NamedTuple):
         return tuple.__getitem__(self, key)
 
 
-def _log_component_densities(X: np.ndarray, draws: dict, ct: str) -> np.ndarray:
-    """log w_k + log N(x_i | mu_k, Sigma_k) for every draw: shape (S, n, K), NumPy."""
-    w, mu = draws["weights"], draws["means"]
-    s, k, d = mu.shape
-    cov = _as_full(draws["covariances"], ct, k, d)
-    chol = np.linalg.cholesky(cov)  # (S, K, D, D)
-    diff = X[None, None, :, :] - mu[:, :, None, :]  # (S, K, n, D)
-    y = np.linalg.solve(chol, np.swapaxes(diff, -1, -2))  # (S, K, D, n)
-    log_det = np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)  # (S, K)
-    log_n = -0.5 * np.sum(y * y, axis=-2) - log_det[..., None] - 0.5 * d * np.log(2 * np.pi)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(w)
-    return np.swapaxes(log_n + log_w[..., None], -1, -2)  # (S, n, K)
-
-
 def posterior_membership(post, X, *, prob: float = 0.94) -> Membership:
     """Each row's component-membership probabilities, averaged over the posterior.
 
@@ -471,8 +410,8 @@ def posterior_membership(post, X, *, prob: float = 0.94) -> Membership:
     prob = float(prob)
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must lie in (0, 1), got {prob}.")
-    ds = _posterior_dataset(post)
-    ct = _covariance_type(ds)
+    ds = posterior_group(post)
+    ct = covariance_type_of(ds)
     draws, _ = _flat_draws(ds)
     s, k, d = draws["means"].shape
     Xa = v.check_X(X, n_features=d)
@@ -482,7 +421,7 @@ def posterior_membership(post, X, *, prob: float = 0.94) -> Membership:
     means, lowers, uppers = [], [], []
     q = [(1.0 - prob) / 2.0, (1.0 + prob) / 2.0]
     for start in range(0, n, block):
-        lp = _log_component_densities(Xa[start : start + block], draws, ct)
+        lp = log_component_densities(Xa[start : start + block], *(draws[p] for p in PARAMETERS), ct)
         lp = lp - np.max(lp, axis=-1, keepdims=True)
         r = np.exp(lp)
         r /= r.sum(axis=-1, keepdims=True)

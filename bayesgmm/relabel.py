@@ -44,7 +44,7 @@ MAX_ROWS = 256
 _TINY = 1e-300
 
 
-def _full_covariances(cov: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
+def full_covariance_draws(cov: np.ndarray, covariance_type: str, k: int, d: int) -> np.ndarray:
     """(S, K, D, D) covariance matrices from draws (S, ...) of any covariance type."""
     s = cov.shape[0]
     if covariance_type == "full":
@@ -77,7 +77,7 @@ def log_component_densities(
     w = np.asarray(weights, np.float64)
     mu = np.asarray(means, np.float64)
     s, k, d = mu.shape
-    cov = _full_covariances(np.asarray(covariances, np.float64), covariance_type, k, d)
+    cov = full_covariance_draws(np.asarray(covariances, np.float64), covariance_type, k, d)
     chol = np.linalg.cholesky(cov)  # (S, K, D, D)
     # L^-1 (x - mu) = L^-1 x - L^-1 mu: one small inverse per component, then products.
     inv = np.linalg.inv(chol)  # (S, K, D, D)
@@ -251,7 +251,7 @@ def relabel_permutations(
         return np.zeros((n_draws, 1), dtype=np.intp)
     w_ref = np.asarray(reference["weights"], np.float64)
     mu_ref = np.asarray(reference["means"], np.float64).reshape(k, d)
-    cov_ref = _full_covariances(
+    cov_ref = full_covariance_draws(
         np.asarray(reference["covariances"], np.float64)[None], covariance_type, k, d
     )[0]
     n_k = np.maximum(w_ref * n_effective, 1.0)
