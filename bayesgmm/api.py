@@ -534,8 +534,9 @@ class FitResult:
         return self._score_rows(X, "score_samples")
 
     def score(self, X: ArrayLike) -> float:
-        """Mean log-likelihood per sample."""
-        return float(np.mean(np.asarray(self.score_samples(X), np.float64)))
+        """Mean log-likelihood per sample (of every process's rows for ``shard_rows`` data)."""
+        total, n = stream.row_total(np.asarray(self.score_samples(X), np.float64), X)
+        return total / n
 
     def predict_proba(self, X: ArrayLike) -> Array:
         """Posterior component probabilities (responsibilities): shape (n_samples, n_components)."""
@@ -551,11 +552,12 @@ class FitResult:
         For MAP fits the log-likelihood is taken at the MAP estimate, as mclust does.
         """
         ll = np.asarray(self.score_samples(X), np.float64)  # also for sources, in chunks
-        return -2 * float(np.sum(ll)) + self.n_parameters * np.log(ll.shape[0])
+        total, n = stream.row_total(ll, X)  # all processes' rows for shard_rows data
+        return -2 * total + self.n_parameters * np.log(n)
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion (lower is better)."""
-        total = float(np.sum(np.asarray(self.score_samples(X), np.float64)))
+        total, _ = stream.row_total(np.asarray(self.score_samples(X), np.float64), X)
         return -2 * total + 2 * self.n_parameters
 
     def sample(self, n_samples: int = 1, rng_key: int | Array = 0) -> tuple[Array, Array]:

@@ -201,10 +201,28 @@ def is_sharded(X: Any) -> bool:
 
 
 def local_rows(arr: jax.Array) -> np.ndarray:
-    """The rows of a sharded array that hold data (padding removed), on one process."""
-    if n_processes() > 1:
-        raise ValueError(
-            "Scoring a sharded array needs all its rows on this process; with several processes, "
-            "score each process's own rows (the array passed to shard_rows) instead."
-        )
-    return np.asarray(arr)[np.asarray(row_mask(arr)) > 0]
+    """This process's rows of a sharded array that hold data (padding removed), in row order.
+
+    On one process these are all the rows; with several, the rows this process passed to
+    :func:`shard_rows` (its addressable shards, one copy of each).
+    """
+    mask = row_mask(arr)
+    if n_processes() == 1:
+        return np.asarray(arr)[np.asarray(mask) > 0]
+
+    def pieces(a):
+        shards = [s for s in a.addressable_shards if s.replica_id == 0]
+        return [np.asarray(s.data) for s in sorted(shards, key=lambda s: s.index[0].start or 0)]
+
+    rows = [x[m > 0] for x, m in zip(pieces(arr), pieces(mask), strict=True)]
+    return np.concatenate(rows)
+
+
+def row_total(values: np.ndarray, X: Any) -> tuple[float, int]:
+    """Sum and count of per-row ``values``: over every process's rows when ``X`` is spread
+    over processes (from :func:`shard_rows`), a collective that every process calls; else
+    over ``values``. The same bits on every process."""
+    total = np.array([np.sum(values, dtype=np.float64), values.shape[0]], np.float64)
+    if n_processes() > 1 and (isinstance(X, ShardedSource) or is_sharded(X)):
+        total = process_sum(total)
+    return float(total[0]), int(total[1])

@@ -195,7 +195,7 @@ def fit_candidates(
     for (members, _, _), out in zip(jobs, outs, strict=True):
         for i, c in enumerate(members):
             k = n_components[c]
-            results[c] = _best_restart(out, covariance_type, reg_covar, i, k, priors[c])
+            results[c] = best_restart(out, covariance_type, reg_covar, i, k, priors[c])
     return results
 
 
@@ -270,9 +270,12 @@ def _run_jobs(Xt, w, jobs, n_threads):
     return [early[job[2]] if firsts[job[2]] is job else next(later) for job in jobs]
 
 
-def _best_restart(
+def best_restart(
     out: em.FitOutput, covariance_type: str, reg_covar: float, c: int, k: int, prior
 ) -> Outcome | str:
+    """Candidate ``c``'s best restart of ``out`` (the in-memory and the streamed drivers'), or
+    the message of a fit whose every restart ended singular (restarts that did are dropped with
+    a warning)."""
     ok = ~out.singular[c] & np.isfinite(out.objective[c])
     if not np.any(ok):
         return singular_message(reg_covar, int(out.n_iter[c][0]), prior is not None)

@@ -36,9 +36,10 @@ import numpy as np
 
 from . import _validation as v
 from . import distributed as dist
-from .driver import Outcome, _best_restart, key_on_host
-from .em import _SINGULAR_FACTOR, EMConfig, advance, finish, init_state
-from .init import _nearest, _nearest_resp_fn, initial_params, kmeans_plusplus, lloyd
+from .distributed import row_total as row_total  # scoring spread over processes (api)
+from .driver import Outcome, best_restart, key_on_host
+from .em import SINGULAR_FACTOR, EMConfig, advance, finish, init_state
+from .init import initial_params, kmeans_plusplus, lloyd, nearest, nearest_resp_fn
 from .mstep import m_step
 from .numerics import float_dtype
 from .params import GMMParams, make_params
@@ -97,7 +98,7 @@ def _lloyd_fn(xt, w, index, operand, static):
 
     def one(c, a):
         def block_fn(xb, wb, i):
-            one_hot = _nearest(xb, c, a) * wb[None, :]
+            one_hot = nearest(xb, c, a) * wb[None, :]
             return jnp.sum(one_hot, axis=1), one_hot @ xb.T
 
         return sum_blocks(xt, w, block, block_fn)
@@ -112,7 +113,7 @@ def _nearest_fn(xt, w, index, operand, static):
     block = choose_block_size(xt.shape[1], k, d)
 
     def one(c, a):
-        return accumulate(xt, w, block, c, _nearest_resp_fn(c, a), covariance_type)
+        return accumulate(xt, w, block, c, nearest_resp_fn(c, a), covariance_type)
 
     return _per_fit(one, single)(centers, active), None
 
@@ -304,7 +305,7 @@ def fit(
     take = None if init_params is not None else rows.sample(rng, SAMPLE_ROWS)
     moments, sample = data_moments(rows, take)
     eps = np.finfo(dtype).eps
-    threshold = ((_SINGULAR_FACTOR * eps) ** 2 * np.diagonal(moments.covariance)).astype(dtype)
+    threshold = ((SINGULAR_FACTOR * eps) ** 2 * np.diagonal(moments.covariance)).astype(dtype)
     settings = (dtype.type(tol), dtype.type(reg_covar), threshold)
 
     specs = []
@@ -340,7 +341,7 @@ def fit(
         ks, priors = spec.ks, spec.priors
         out.append(
             [
-                _best_restart(res, spec.covariance_type, reg_covar, c, int(k), p)
+                best_restart(res, spec.covariance_type, reg_covar, c, int(k), p)
                 for c, (k, p) in enumerate(zip(ks, priors, strict=True))
             ]
         )
