@@ -31,6 +31,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import distributed as dist
+from ._compile import bounded_jit
 from .sources import ArraySource, choose_chunk_size, prefetch
 
 
@@ -49,8 +50,10 @@ def _add_piece(acc, xt, w, index, operand, fn, static):
 # cost more compile time than they save (as for the compiled driver's tiny problems).
 TINY_PIECE = 2**14
 UNOPTIMIZED = {"xla_backend_optimization_level": 0}
-_add_piece_optimized = jax.jit(_add_piece, static_argnames=("fn", "static"))
-_add_piece_unoptimized = jax.jit(
+# Under the bounded program cache (bayesgmm._compile): one program per job function, static
+# settings and chunk shape, dropped least recently used first.
+_add_piece_optimized = bounded_jit(_add_piece, static_argnames=("fn", "static"))
+_add_piece_unoptimized = bounded_jit(
     _add_piece, static_argnames=("fn", "static"), compiler_options=UNOPTIMIZED
 )
 
@@ -193,8 +196,10 @@ def _sharded_call(xt, w, operand, fn, static, mesh, axis):
 
 
 _STATIC = ("fn", "static", "mesh", "axis")
-_sharded_optimized = jax.jit(_sharded_call, static_argnames=_STATIC)
-_sharded_unoptimized = jax.jit(_sharded_call, static_argnames=_STATIC, compiler_options=UNOPTIMIZED)
+_sharded_optimized = bounded_jit(_sharded_call, static_argnames=_STATIC)
+_sharded_unoptimized = bounded_jit(
+    _sharded_call, static_argnames=_STATIC, compiler_options=UNOPTIMIZED
+)
 
 
 def _local_value(a):
@@ -202,7 +207,7 @@ def _local_value(a):
     return np.asarray(a.addressable_data(0))
 
 
-@partial(jax.jit, static_argnames=("dtype", "mesh", "axis"))
+@partial(bounded_jit, static_argnames=("dtype", "mesh", "axis"))
 def _columns(x, dtype, mesh, axis):
     """The rows as columns (see bayesgmm.stats), sharded by column, in the working dtype."""
     x = x[:, None] if x.ndim == 1 else x
@@ -210,7 +215,7 @@ def _columns(x, dtype, mesh, axis):
     return jax.lax.with_sharding_constraint(xt, NamedSharding(mesh, P(None, axis)))
 
 
-@partial(jax.jit, static_argnames=("dtype", "mesh", "axis"))
+@partial(bounded_jit, static_argnames=("dtype", "mesh", "axis"))
 def _masked(w, mask, dtype, mesh, axis):
     return jax.lax.with_sharding_constraint((w * mask).astype(dtype), NamedSharding(mesh, P(axis)))
 
@@ -223,7 +228,7 @@ class ShardedRows:
         sharding = X.sharding
         self.mesh, self.axis = sharding.mesh, sharding.spec[0]
         self.n_features = 1 if X.ndim == 1 else X.shape[1]
-        self.Xt = _columns(X, self.dtype, self.mesh, self.axis)
+        self.Xt = _columns(X, dtype=self.dtype, mesh=self.mesh, axis=self.axis)
         mask = dist.row_mask(X)
         self.n_local = int(sum(np.sum(np.asarray(s.data)) for s in mask.addressable_shards))
         self.n_total = int(dist.allgather(np.array([self.n_local]))[:, 0].sum())
@@ -233,7 +238,7 @@ class ShardedRows:
             w = weight
         else:
             w = self._local_weights(weight, X.shape[0])
-        self.w = _masked(w, mask, self.dtype, self.mesh, self.axis)
+        self.w = _masked(w, mask, dtype=self.dtype, mesh=self.mesh, axis=self.axis)
         self._mask = mask
 
     def _local_weights(self, weight, n_global: int) -> jax.Array:

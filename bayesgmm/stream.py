@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _validation as v
 from . import distributed as dist
+from ._compile import bounded_jit
 from .distributed import row_total as row_total  # scoring spread over processes (api)
 from .driver import Outcome, best_restart, key_on_host
 from .em import SINGULAR_FACTOR, EMConfig, advance, finish, init_state
@@ -121,7 +122,7 @@ def _nearest_fn(xt, w, index, operand, static):
 # --------------------------------------------------------------------------- compiled steps
 
 
-@partial(jax.jit, static_argnames=("n_components", "init", "n_init", "single"))
+@partial(bounded_jit, static_argnames=("n_components", "init", "n_init", "single"))
 def _sample_centres(rng_key, sample_t, sample_w, n_active, n_components, init, n_init, single):
     """Centres (fits..., K, D) and active masks (fits..., K) of every start, from the sample."""
     block = choose_block_size(sample_t.shape[1], n_components, sample_t.shape[0])
@@ -143,7 +144,7 @@ def _sample_centres(rng_key, sample_t, sample_w, n_active, n_components, init, n
     return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))(n_active, keys)
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "n_init", "single"))
+@partial(bounded_jit, static_argnames=("n_components", "covariance_type", "n_init", "single"))
 def _sample_random(
     rng_key, sample_t, sample_w, n_active, prior, reg_covar, n_components, covariance_type,
     n_init, single,
@@ -166,7 +167,7 @@ def _sample_random(
     return jax.vmap(per, in_axes=(0, 0, None))(n_active, prior, keys)
 
 
-@partial(jax.jit, compiler_options=UNOPTIMIZED)
+@partial(bounded_jit, compiler_options=UNOPTIMIZED)
 def _lloyd_update(centers, sums):
     nk, total = sums
     new = jnp.where(nk[..., None] > 0, total / jnp.where(nk > 0, nk, 1)[..., None], centers)
@@ -181,7 +182,9 @@ def _prior_of_fit(prior, single):
 # The per-iteration programs below handle parameters, not rows: small whatever the data, so
 # compiled without LLVM's optimisations (which would cost seconds of compile time).
 @partial(
-    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+    bounded_jit,
+    static_argnames=("covariance_type", "max_iter", "single"),
+    compiler_options=UNOPTIMIZED,
 )
 def _start_from_stats(stats, centers, active, prior, settings, covariance_type, max_iter, single):
     """The M-step from the starting assignments, and the EM state and configuration."""
@@ -201,7 +204,9 @@ def _start_from_stats(stats, centers, active, prior, settings, covariance_type, 
 
 
 @partial(
-    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+    bounded_jit,
+    static_argnames=("covariance_type", "max_iter", "single"),
+    compiler_options=UNOPTIMIZED,
 )
 def _start_from_params(params, active, prior, settings, covariance_type, max_iter, single):
     tol, reg_covar, threshold = settings
@@ -218,7 +223,9 @@ def _start_from_params(params, active, prior, settings, covariance_type, max_ite
 
 
 @partial(
-    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+    bounded_jit,
+    static_argnames=("covariance_type", "max_iter", "single"),
+    compiler_options=UNOPTIMIZED,
 )
 def _advance(state, stats, ref, cfg, covariance_type, max_iter, single):
     step = partial(advance, covariance_type=covariance_type, max_iter=max_iter)
@@ -226,7 +233,7 @@ def _advance(state, stats, ref, cfg, covariance_type, max_iter, single):
     return new, jnp.all(new.done)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "single"), compiler_options=UNOPTIMIZED)
+@partial(bounded_jit, static_argnames=("covariance_type", "single"), compiler_options=UNOPTIMIZED)
 def _finish(state, cfg, covariance_type, single):
     out = _per_fit(partial(finish, covariance_type=covariance_type), single)(state, cfg)
     return jax.tree.map(lambda a: a[None, None], out) if single else out

@@ -123,6 +123,18 @@ def test_streamed_equals_in_memory(x64, tmp_path, chunk_size):
         _assert_same(ref, flat, "c")
 
 
+def test_streamed_programs_live_in_the_bounded_cache(x64, tmp_path):
+    """The pass and per-iteration programs of a streamed fit are held by bayesgmm._compile's
+    bounded cache (so a long-lived process that streams many shapes keeps its memory bounded)."""
+    from bayesgmm import _compile
+
+    X, w = _data()
+    np.save(tmp_path / "X.npy", X)
+    _reference("full/ml", np.load(tmp_path / "X.npy", mmap_mode="r"), w, chunk_size=500)
+    modules = {key[0][0] for key in _compile._programs}
+    assert {"bayesgmm.passes", "bayesgmm.stream"} <= modules, modules
+
+
 @pytest.mark.slow  # subprocesses that compile every case (still run by default)
 def test_four_devices_equal_one(x64, tmp_path):
     inp = _inputs(tmp_path, [f"{c}/sharded" for c in CASES])
