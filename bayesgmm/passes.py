@@ -89,14 +89,14 @@ class StreamRows:
     def __init__(self, source: ArraySource, weight, chunk_size: int | None, dtype) -> None:
         self.source, self.weight, self.dtype = source, weight, np.dtype(dtype)
         self.n_features = source.n_features
-        self.chunk_size = choose_chunk_size(
-            chunk_size, source.n_rows, self.n_features, self.dtype.itemsize
-        )
-        self.n_local = source.n_rows
-        self.n_total = dist.check_same_width(source.n_rows, self.n_features, source.name)
         # Worker threads: the cores on a CPU (see run), one per device otherwise.
         cpu = jax.default_backend() == "cpu"
         self.n_workers = min(_cores(), MAX_WORKERS) if cpu else 1
+        self.chunk_size = choose_chunk_size(
+            chunk_size, source.n_rows, self.n_features, self.dtype.itemsize, self.n_workers
+        )
+        self.n_local = source.n_rows
+        self.n_total = dist.check_same_width(source.n_rows, self.n_features, source.name)
 
     def first_row(self) -> np.ndarray:
         """Process 0's first row (the same on every process)."""
@@ -178,7 +178,9 @@ def _cores() -> int:
 
 
 def _to_device(xt: np.ndarray, w: np.ndarray):
-    return jax.device_put(xt), jax.device_put(w)
+    # Each chunk has buffers of its own that nothing writes to afterwards: a CPU device may use
+    # them in place (aligned, see bayesgmm.sources) instead of copying the rows once more.
+    return jax.device_put(xt, may_alias=True), jax.device_put(w, may_alias=True)
 
 
 def _sharded_call(xt, w, operand, fn, static, mesh, axis):

@@ -129,12 +129,37 @@ def check_chunk_size(chunk_size) -> int | None:
     return int(chunk_size)
 
 
-def choose_chunk_size(chunk_size: int | None, n_rows: int, n_features: int, itemsize: int) -> int:
-    """Rows per chunk: ``chunk_size`` if given (at most ``n_rows``), else about CHUNK_BYTES."""
+def choose_chunk_size(
+    chunk_size: int | None, n_rows: int, n_features: int, itemsize: int, n_workers: int = 1
+) -> int:
+    """Rows per chunk: ``chunk_size`` if given (at most ``n_rows``), else about CHUNK_BYTES.
+
+    The default is balanced: the rows are cut into equal chunks (no chunk is mostly padding),
+    as many as a multiple of ``n_workers`` (each worker gets the same number of chunks), none
+    larger than CHUNK_BYTES. A given ``chunk_size`` is kept as it is (errors name its rows).
+    """
     chunk_size = check_chunk_size(chunk_size)
-    if chunk_size is None:
-        chunk_size = max(CHUNK_BYTES // ((n_features + 1) * itemsize), 1)
-    return int(min(chunk_size, n_rows))
+    if chunk_size is not None:
+        return int(min(chunk_size, n_rows))
+    limit = max(CHUNK_BYTES // ((n_features + 1) * itemsize), 1)
+    count = math.ceil(n_rows / limit)
+    count = min(math.ceil(count / n_workers) * n_workers, n_rows)
+    return math.ceil(n_rows / count)
+
+
+# Rows transposed at a time while a chunk is laid out as columns: a tile that stays in the
+# cache (a strided transpose of a whole chunk is several times slower).
+_TRANSPOSE_ROWS = 4096
+# Alignment of a chunk's buffer, so that the device can use it without a copy.
+_ALIGN = 64
+
+
+def _aligned_zeros(shape: tuple[int, int], dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    nbytes = shape[0] * shape[1] * dtype.itemsize
+    raw = np.zeros(nbytes + _ALIGN, np.uint8)
+    offset = -raw.ctypes.data % _ALIGN
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def _weights(weight: Any, start: int, stop: int) -> np.ndarray:
@@ -155,8 +180,11 @@ def make_chunk(
 ) -> Chunk:
     """Rows ``[start, stop)`` checked for NaN and infinity, as padded columns of ``dtype``."""
     rows = source.read(start, stop)
-    xt = np.zeros((source.n_features, chunk_size), dtype)
-    xt[:, : stop - start] = rows.T
+    xt = _aligned_zeros((source.n_features, chunk_size), dtype)
+    n = stop - start
+    for a in range(0, n, _TRANSPOSE_ROWS):
+        b = min(a + _TRANSPOSE_ROWS, n)
+        xt[:, a:b] = rows[a:b].T
     if not np.isfinite(np.sum(xt)) and not np.all(np.isfinite(xt)):
         bad = np.flatnonzero(~np.all(np.isfinite(xt[:, : stop - start]), axis=0))
         raise ValueError(
