@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import distributed as dist
 from ._compile import bounded_jit
-from .sources import ArraySource, choose_chunk_size, prefetch
+from .sources import ArraySource, Centring, choose_chunk_size, prefetch
 
 
 class Job(NamedTuple):
@@ -97,13 +97,16 @@ class StreamRows:
         )
         self.n_local = source.n_rows
         self.n_total = dist.check_same_width(source.n_rows, self.n_features, source.name)
+        # How the rows are centred and scaled as they are read (set by the driver).
+        self.centring: Centring | None = None
 
     def first_row(self) -> np.ndarray:
         """Process 0's first row (the same on every process)."""
         return dist.allgather(self.source.read(0, 1)[0].astype(self.dtype))[0]
 
     def run(self, jobs: list[Job], take: np.ndarray | None = None):
-        """Every job's sums over all the rows; and the rows ``take`` (local indices) if given.
+        """Every job's sums over all the rows; and the rows ``take`` (local indices) if given,
+        (n, D) in the working dtype, centred and scaled by ``centring`` as the jobs see them.
 
         Chunk ``i`` goes to worker thread ``i % n_workers``, which adds it to its own sums: XLA
         runs one program on one core, and programs started from separate threads run in
@@ -128,7 +131,12 @@ class StreamRows:
         pools = [ThreadPoolExecutor(1) for _ in range(n_workers)]
         pending: list[Any] = [None] * n_workers
         chunks = prefetch(
-            self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device
+            self.source,
+            self.weight,
+            self.chunk_size,
+            self.dtype,
+            transfer=_to_device,
+            centring=self.centring,
         )
         # closing: an error in a worker stops the prefetch thread too.
         with contextlib.closing(chunks), contextlib.ExitStack() as stack:
@@ -183,18 +191,20 @@ def _to_device(xt: np.ndarray, w: np.ndarray):
     return jax.device_put(xt, may_alias=True), jax.device_put(w, may_alias=True)
 
 
-def _sharded_call(xt, w, operand, fn, static, mesh, axis):
-    def local(xt, w, operand):
+def _sharded_call(xt, w, operand, centre, fn, static, mesh, axis):
+    def local(xt, w, operand, centre):
+        if centre is not None:  # (shift, 1 / scale): see Centring
+            xt = (xt - centre[0][:, None]) * centre[1]
         sums, keep = fn(xt, w, jax.lax.axis_index(axis), operand, static)
         return jax.lax.psum(sums, axis), keep
 
     return jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(P(None, axis), P(axis), P()),
+        in_specs=(P(None, axis), P(axis), P(), P()),
         out_specs=(P(), P()),
         check_vma=False,
-    )(xt, w, operand)
+    )(xt, w, operand, centre)
 
 
 _STATIC = ("fn", "static", "mesh", "axis")
@@ -242,6 +252,8 @@ class ShardedRows:
             w = self._local_weights(weight, X.shape[0])
         self.w = _masked(w, mask, dtype=self.dtype, mesh=self.mesh, axis=self.axis)
         self._mask = mask
+        # Rows are centred and scaled on the devices, in every pass (set by the driver).
+        self.centring: Centring | None = None
 
     def _local_weights(self, weight, n_global: int) -> jax.Array:
         w = np.asarray(weight, np.float64)
@@ -262,11 +274,16 @@ class ShardedRows:
         per_device = self.Xt.shape[1] // len(self.mesh.devices.flat)
         tiny = per_device * self.n_features <= TINY_PIECE
         call = _sharded_unoptimized if tiny else _sharded_optimized
+        centre = None
+        if self.centring is not None:
+            shift, scale = self.centring
+            centre = (np.asarray(shift, self.dtype), self.dtype.type(1.0 / scale))
         for job in jobs:
             sums, keep = call(
                 self.Xt,
                 self.w,
                 job.operand,
+                centre,
                 fn=job.fn,
                 static=job.static,
                 mesh=self.mesh,
@@ -298,6 +315,11 @@ class ShardedRows:
         d = self.n_features
         rows_a = np.concatenate(rows) if rows else np.zeros((0, d), self.dtype)
         w_a = np.concatenate(wts) if wts else np.zeros(0, self.dtype)
+        if self.centring is not None:  # the rows as the passes see them
+            shift, scale = self.centring
+            rows_a = ((rows_a - shift.astype(self.dtype)) / self.dtype.type(scale)).astype(
+                self.dtype
+            )
         return dist.gather_rows(rows_a, w_a)
 
     def sample(self, rng: np.random.Generator, m: int) -> np.ndarray:

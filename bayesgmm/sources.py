@@ -175,22 +175,63 @@ def _weights(weight: Any, start: int, stop: int) -> np.ndarray:
     return w
 
 
+class Centring(NamedTuple):
+    """``y = (x - shift) / scale``, applied to the rows on the host as they are read, before
+    they are cast to the working dtype (see bayesgmm._transform): so rows far from the origin
+    keep their digits."""
+
+    shift: np.ndarray  # shape=(D,), float64 holding values of the working dtype
+    scale: float  # a power of two: dividing by it is exact
+
+
+def _tile_map(rows_dtype: np.dtype, dtype: np.dtype, centring: Centring | None):
+    """The map applied to each tile of rows before the cast to ``dtype``."""
+    if centring is None:
+        return lambda r: r
+    # Floating rows at least as precise as the working dtype are centred in their own precision
+    # (the shift is a value of the working dtype, so x - shift is as exact as the cast);
+    # integers in float64.
+    compute = np.promote_types(rows_dtype, dtype) if rows_dtype.kind == "f" else np.float64
+    shift = centring.shift.astype(compute)
+    inv = compute.type(1.0 / centring.scale)
+    return lambda r: (np.asarray(r, compute) - shift) * inv
+
+
 def make_chunk(
-    source: ArraySource, weight: Any, start: int, stop: int, chunk_size: int, dtype
+    source: ArraySource,
+    weight: Any,
+    start: int,
+    stop: int,
+    chunk_size: int,
+    dtype,
+    centring: Centring | None = None,
 ) -> Chunk:
-    """Rows ``[start, stop)`` checked for NaN and infinity, as padded columns of ``dtype``."""
+    """Rows ``[start, stop)`` checked for NaN and infinity, as padded columns of ``dtype``,
+    centred and scaled by ``centring`` if given (then also checked against overflow)."""
+    dtype = np.dtype(dtype)
     rows = source.read(start, stop)
     xt = _aligned_zeros((source.n_features, chunk_size), dtype)
     n = stop - start
+    tile = _tile_map(rows.dtype, dtype, centring)
     for a in range(0, n, _TRANSPOSE_ROWS):
         b = min(a + _TRANSPOSE_ROWS, n)
-        xt[:, a:b] = rows[a:b].T
-    if not np.isfinite(np.sum(xt)) and not np.all(np.isfinite(xt)):
+        xt[:, a:b] = tile(rows[a:b]).T
+    hi, lo = xt.max(), xt.min()  # NaN propagates
+    if not (np.isfinite(hi) and np.isfinite(lo)):
         bad = np.flatnonzero(~np.all(np.isfinite(xt[:, : stop - start]), axis=0))
         raise ValueError(
             f"{source.name} contains NaN or infinite values in rows {start} to {stop - 1} "
             f"(first at row {start + int(bad[0]) if len(bad) else start}); remove or impute them "
             "first."
+        )
+    # Squares and their sums must stay finite (as for the in-memory fits, bayesgmm._transform).
+    limit = np.sqrt(np.finfo(dtype).max / 1e4)
+    if centring is not None and not max(hi, -lo) < limit:
+        raise ValueError(
+            f"{source.name} overflows {dtype.name}: after centring and scaling, rows {start} to "
+            f"{stop - 1} hold a value {max(hi, -lo):.3g} (scaled) units from the data mean, "
+            f"whose square exceeds the {dtype.name} range. Remove the outlier"
+            + (" or use float64." if dtype == np.float32 else ".")
         )
     w = np.zeros(chunk_size, dtype)
     w[: stop - start] = 1.0 if weight is None else _weights(weight, start, stop)
@@ -215,13 +256,14 @@ def prefetch(
     dtype,
     depth: int = 1,
     transfer: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]] | None = None,
+    centring: Centring | None = None,
 ) -> Iterator[Chunk]:
     """The chunks of ``source`` in order, each read by a background thread ahead of its use.
 
     At most ``depth`` chunks wait in the queue (plus the one being read), which bounds the
     memory. An error while reading (NaN, a changed source) is raised here, at the chunk where it
     happened; closing the iterator early stops the thread. ``transfer(xt, w)``, if given, moves
-    a chunk to the device in the thread too.
+    a chunk to the device in the thread too; ``centring`` centres and scales the rows.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -238,7 +280,7 @@ def prefetch(
     def work() -> None:
         try:
             for a, b in chunk_bounds(source.n_rows, chunk_size):
-                chunk = make_chunk(source, weight, a, b, chunk_size, dtype)
+                chunk = make_chunk(source, weight, a, b, chunk_size, dtype, centring)
                 if transfer is not None:
                     xt, w = transfer(*chunk.host)
                     chunk = chunk._replace(xt=xt, w=w)

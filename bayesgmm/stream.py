@@ -46,7 +46,7 @@ from .numerics import float_dtype
 from .params import GMMParams, make_params
 from .passes import UNOPTIMIZED, Job, rows_of
 from .priors import DataMoments, PriorParams, resolve_prior
-from .sources import ArraySource, check_chunk_size, choose_chunk_size, is_source, prefetch
+from .sources import ArraySource, Centring, check_chunk_size, choose_chunk_size, is_source, prefetch
 from .stats import accumulate, choose_block_size, e_step, sum_blocks
 
 # Rows of the sample behind the starting values: k-means++ costs K x rows x D per start.
@@ -267,13 +267,21 @@ def _seed(rng_key) -> list[int]:
 def data_moments(rows, take=None) -> tuple[DataMoments, tuple | None]:
     """The rows' :class:`~bayesgmm.priors.DataMoments` from one pass (about process 0's first
     row, so that the scatter does not cancel), and the rows ``take`` if given."""
-    shift = rows.first_row()
-    res = rows.run([Job(_moments_fn, shift, None)], take=take)
+    # Centred on the host as the rows are read (before the cast: rows far from the origin keep
+    # their digits), the pass itself needs no shift.
+    shift = np.asarray(rows.first_row(), np.float64)
+    rows.centring = Centring(shift, 1.0)
+    try:
+        res = rows.run([Job(_moments_fn, np.zeros_like(shift, rows.dtype), None)], take=take)
+    finally:
+        rows.centring = None
     (((weight, s1, s2), _),), sample = (res, None) if take is None else res
     weight = float(weight)
     s1 = np.asarray(s1, np.float64)
     covariance = (np.asarray(s2, np.float64) - np.outer(s1, s1) / weight) / weight
-    mean = np.asarray(shift, np.float64) + s1 / weight
+    mean = shift + s1 / weight
+    if sample is not None:
+        sample = ((sample[0] + shift).astype(rows.dtype), sample[1])
     return DataMoments(mean, covariance, weight), sample
 
 

@@ -386,3 +386,17 @@ def test_cli_reads_npy_streamed_and_parquet(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
     with pytest.raises(CLIError, match=r"bayesgmm\[io\]"):
         read_data(tmp_path / "x.parquet", None)
+
+
+def test_default_chunks_are_balanced():
+    """Equal default chunks, as many as a multiple of the workers, none over CHUNK_BYTES; a
+    given chunk_size is kept (error messages name its rows)."""
+    from bayesgmm.sources import CHUNK_BYTES, choose_chunk_size, n_chunks
+
+    for n, d, workers in [(10**7, 16, 2), (10**6, 16, 2), (1201, 3, 2), (987_654, 5, 3)]:
+        size = choose_chunk_size(None, n, d, 4, workers)
+        count = n_chunks(n, size)
+        assert count % workers == 0 or count == n
+        assert size * (d + 1) * 4 <= CHUNK_BYTES
+        assert count * size - n < count  # the last chunk is at most count rows short
+    assert choose_chunk_size(500, 1201, 3, 8, 2) == 500
