@@ -193,8 +193,8 @@ def _to_device(xt: np.ndarray, w: np.ndarray):
 
 def _sharded_call(xt, w, operand, centre, fn, static, mesh, axis):
     def local(xt, w, operand, centre):
-        if centre is not None:  # (shift, 1 / scale): see Centring
-            xt = (xt - centre[0][:, None]) * centre[1]
+        if centre is not None:  # (hi, lo, 1 / scale): see Centring.split
+            xt = ((xt - centre[0][:, None]) - centre[1][:, None]) * centre[2]
         sums, keep = fn(xt, w, jax.lax.axis_index(axis), operand, static)
         return jax.lax.psum(sums, axis), keep
 
@@ -274,10 +274,7 @@ class ShardedRows:
         per_device = self.Xt.shape[1] // len(self.mesh.devices.flat)
         tiny = per_device * self.n_features <= TINY_PIECE
         call = _sharded_unoptimized if tiny else _sharded_optimized
-        centre = None
-        if self.centring is not None:
-            shift, scale = self.centring
-            centre = (np.asarray(shift, self.dtype), self.dtype.type(1.0 / scale))
+        centre = None if self.centring is None else self.centring.split(self.dtype)
         for job in jobs:
             sums, keep = call(
                 self.Xt,
@@ -316,10 +313,8 @@ class ShardedRows:
         rows_a = np.concatenate(rows) if rows else np.zeros((0, d), self.dtype)
         w_a = np.concatenate(wts) if wts else np.zeros(0, self.dtype)
         if self.centring is not None:  # the rows as the passes see them
-            shift, scale = self.centring
-            rows_a = ((rows_a - shift.astype(self.dtype)) / self.dtype.type(scale)).astype(
-                self.dtype
-            )
+            hi, lo, inv = self.centring.split(self.dtype)
+            rows_a = ((rows_a - hi) - lo) * inv
         return dist.gather_rows(rows_a, w_a)
 
     def sample(self, rng: np.random.Generator, m: int) -> np.ndarray:

@@ -180,21 +180,28 @@ class Centring(NamedTuple):
     they are cast to the working dtype (see bayesgmm._transform): so rows far from the origin
     keep their digits."""
 
-    shift: np.ndarray  # shape=(D,), float64 holding values of the working dtype
+    shift: np.ndarray  # shape=(D,), float64
     scale: float  # a power of two: dividing by it is exact
+
+    def split(self, dtype) -> tuple[np.ndarray, np.ndarray, Any]:
+        """``(hi, lo, 1 / scale)`` in ``dtype`` with ``hi + lo`` the shift to about eps^2:
+        ``(x - hi) - lo`` centres rows of ``dtype`` (near the shift ``x - hi`` is exact) as
+        accurately as float64 arithmetic followed by the cast."""
+        dtype = np.dtype(dtype)
+        hi = np.asarray(self.shift, np.float64).astype(dtype)
+        lo = (np.asarray(self.shift, np.float64) - hi).astype(dtype)
+        return hi, lo, dtype.type(1.0 / self.scale)
 
 
 def _tile_map(rows_dtype: np.dtype, dtype: np.dtype, centring: Centring | None):
     """The map applied to each tile of rows before the cast to ``dtype``."""
     if centring is None:
         return lambda r: r
-    # Floating rows at least as precise as the working dtype are centred in their own precision
-    # (the shift is a value of the working dtype, so x - shift is as exact as the cast);
+    # Floating rows are centred in the more precise of their own and the working precision,
     # integers in float64.
     compute = np.promote_types(rows_dtype, dtype) if rows_dtype.kind == "f" else np.float64
-    shift = centring.shift.astype(compute)
-    inv = compute.type(1.0 / centring.scale)
-    return lambda r: (np.asarray(r, compute) - shift) * inv
+    hi, lo, inv = centring.split(compute)
+    return lambda r: ((np.asarray(r, compute) - hi) - lo) * inv
 
 
 def make_chunk(
