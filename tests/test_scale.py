@@ -400,3 +400,17 @@ def test_default_chunks_are_balanced():
         assert size * (d + 1) * 4 <= CHUNK_BYTES
         assert count * size - n < count  # the last chunk is at most count rows short
     assert choose_chunk_size(500, 1201, 3, 8, 2) == 500
+
+
+def test_streamed_moments_of_offset_rows_keep_their_digits(tmp_path):
+    """Float64 rows near 1e8 streamed in float32: centred on the host before the cast, their
+    moments keep float32's relative accuracy of the spread (the cast alone leaves steps of 8)."""
+    from bayesgmm import passes, stream
+
+    rng = np.random.default_rng(3)
+    X = 1e8 + rng.normal(size=(3000, 3)) * [1.0, 2.0, 0.5]
+    np.save(tmp_path / "X.npy", X)
+    rows = passes.rows_of(np.load(tmp_path / "X.npy", mmap_mode="r"), None, 1000, np.float32)
+    moments, _ = stream.data_moments(rows)
+    np.testing.assert_allclose(moments.mean, X.mean(axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(moments.covariance, np.cov(X.T, bias=True), rtol=0, atol=1e-5)
