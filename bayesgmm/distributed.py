@@ -218,11 +218,31 @@ def local_rows(arr: jax.Array) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def row_total(values: np.ndarray, X: Any) -> tuple[float, int]:
-    """Sum and count of per-row ``values``: over every process's rows when ``X`` is spread
-    over processes (from :func:`shard_rows`), a collective that every process calls; else
-    over ``values``. The same bits on every process."""
-    total = np.array([np.sum(values, dtype=np.float64), values.shape[0]], np.float64)
-    if n_processes() > 1 and (isinstance(X, ShardedSource) or is_sharded(X)):
-        total = process_sum(total)
-    return float(total[0]), int(total[1])
+def _spread(X: Any) -> bool:
+    """Whether ``X`` holds this process's share of rows spread over several processes."""
+    return n_processes() > 1 and (isinstance(X, ShardedSource) or is_sharded(X))
+
+
+def process_total(total: float, n: int, X: Any) -> tuple[float, int]:
+    """A sum over rows and their count, over every process's rows when ``X`` is spread over
+    processes (from :func:`shard_rows`; a collective that every process calls), else as given.
+    The same bits on every process."""
+    if not _spread(X):
+        return total, n
+    with np.errstate(over="ignore"):  # the caller clamps
+        out = process_sum(np.array([total, n], np.float64))
+    return float(out[0]), int(out[1])
+
+
+def global_mean(mean: float, n: int, X: Any) -> float:
+    """The mean over every process's rows of this process's ``mean`` of ``n`` rows, when ``X``
+    is spread over processes (a collective), else ``mean``; each process's mean is weighted by
+    its share of the rows (no sum that could overflow)."""
+    if not _spread(X):
+        return mean
+    both = allgather(np.array([mean, n], np.float64))
+    share = both[:, 1] / np.sum(both[:, 1])
+    out = 0.0
+    for m, f in zip(both[:, 0], share, strict=True):  # a fixed order: the same bits everywhere
+        out += float(m * f) if f > 0 else 0.0
+    return out

@@ -37,8 +37,18 @@ import numpy as np
 from . import _validation as v
 from . import distributed as dist
 from ._compile import bounded_jit
-from .distributed import row_total as row_total  # scoring spread over processes (api)
-from .driver import Outcome, best_restart, key_on_host
+from ._transform import (
+    Transform,
+    check_in_range,
+    params_to_working,
+    prior_to_working,
+    transform_of_moments,
+)
+
+# Scoring spread over processes (api).
+from .distributed import global_mean as global_mean
+from .distributed import process_total as process_total
+from .driver import Outcome, best_restart, key_on_host, to_data_units
 from .em import SINGULAR_FACTOR, EMConfig, advance, finish, init_state
 from .init import initial_params, kmeans_plusplus, lloyd, nearest, nearest_resp_fn
 from .mstep import m_step
@@ -266,7 +276,8 @@ def _seed(rng_key) -> list[int]:
 
 def data_moments(rows, take=None) -> tuple[DataMoments, tuple | None]:
     """The rows' :class:`~bayesgmm.priors.DataMoments` from one pass (about process 0's first
-    row, so that the scatter does not cancel), and the rows ``take`` if given."""
+    row, so that the scatter does not cancel), and the rows ``take`` if given: (float64 rows of
+    the data as given, weights)."""
     # Centred on the host as the rows are read (before the cast: rows far from the origin keep
     # their digits), the pass itself needs no shift.
     shift = np.asarray(rows.first_row(), np.float64)
@@ -281,7 +292,7 @@ def data_moments(rows, take=None) -> tuple[DataMoments, tuple | None]:
     covariance = (np.asarray(s2, np.float64) - np.outer(s1, s1) / weight) / weight
     mean = shift + s1 / weight
     if sample is not None:
-        sample = ((sample[0] + shift).astype(rows.dtype), sample[1])
+        sample = (np.asarray(sample[0], np.float64) + shift, sample[1])
     return DataMoments(mean, covariance, weight), sample
 
 
@@ -319,20 +330,31 @@ def fit(
     rng = np.random.default_rng(_seed(rng_key) + [jax.process_index()])
     take = None if init_params is not None else rows.sample(rng, SAMPLE_ROWS)
     moments, sample = data_moments(rows, take)
+    # The fits work on (x - shift) / scale, as in memory (bayesgmm._transform): the rows are
+    # centred and scaled as they are read, and parameters, prior, reg_covar and the
+    # log-likelihood are mapped.
+    t = transform_of_moments(moments.mean, np.diagonal(moments.covariance))
+    rows.centring = Centring(t.shift, t.scale)
+    if sample is not None:
+        sample = (((sample[0] - t.shift) / t.scale).astype(dtype), sample[1])
     eps = np.finfo(dtype).eps
-    threshold = ((SINGULAR_FACTOR * eps) ** 2 * np.diagonal(moments.covariance)).astype(dtype)
-    settings = (dtype.type(tol), dtype.type(reg_covar), threshold)
+    var = np.diagonal(moments.covariance) / t.scale**2
+    threshold = ((SINGULAR_FACTOR * eps) ** 2 * var).astype(dtype)
+    reg_w = reg_covar / t.scale**2
+    check_in_range(reg_w, dtype, f"reg_covar={reg_covar:g}")
+    settings = (dtype.type(tol), dtype.type(reg_w), threshold)
 
     specs = []
     for covariance_type, ks in groups:
         priors = [resolve_prior(prior, moments, k, covariance_type) for k in ks]
         batch = None
         if priors[0] is not None:
-            batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
+            working = [prior_to_working(p, t, k, dtype) for p, k in zip(priors, ks, strict=True)]
+            batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *working)
         n_fits = 1 if init_params is not None else n_init
         specs.append(Group(covariance_type, np.asarray(ks, np.int32), priors, batch, n_fits))
 
-    starts = _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter)
+    starts = _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter, t)
     states = [s[1] for s in starts]
     cfgs = [s[0] for s in starts]
     done = [False] * len(specs)
@@ -354,22 +376,27 @@ def fit(
             _finish(states[g], cfgs[g], covariance_type=spec.covariance_type, single=spec.single)
         )
         ks, priors = spec.ks, spec.priors
+        best = [
+            best_restart(res, spec.covariance_type, reg_covar, c, int(k), p)
+            for c, (k, p) in enumerate(zip(ks, priors, strict=True))
+        ]
+        # Scalars of the data as given (the weights are not normalised here: factor 1).
+        d, ct, total = rows.n_features, spec.covariance_type, moments.total_weight
         out.append(
-            [
-                best_restart(res, spec.covariance_type, reg_covar, c, int(k), p)
-                for c, (k, p) in enumerate(zip(ks, priors, strict=True))
-            ]
+            [b if isinstance(b, str) else to_data_units(b, t, d, ct, 1.0, total) for b in best]
         )
     return out
 
 
-def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter):
-    """(EMConfig, EMState) of every group."""
+def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter, t: Transform):
+    """(EMConfig, EMState) of every group (working units: ``t``)."""
     dtype = rows.dtype
     if init_params is not None:
         out = []
         for covariance_type, ks, _, prior, _ in specs:
-            params = tuple(np.asarray(a, dtype) for a in init_params)
+            params = params_to_working(
+                *init_params, t, covariance_type, dtype, name="init_params['{}']"
+            )
             active = np.ones(int(ks[0]), bool)
             out.append(
                 _start_from_params(
@@ -507,7 +534,10 @@ def map_source(X, params, n_features: int, fn) -> np.ndarray:
             f"X has {src.n_features} features, but the mixture was fitted with {n_features} "
             "features."
         )
-    dtype = np.dtype(params.means.dtype)
+    # Rows as precise as the source's (up to float64): the caller maps them to the fit's
+    # working space in float64 (bayesgmm.scoring), so a cast first would lose their digits.
+    working = np.dtype(params.means.dtype)
+    dtype = np.promote_types(src.dtype, working) if src.dtype.kind == "f" else np.float64
     chunk = choose_chunk_size(None, src.n_rows, n_features, dtype.itemsize)
     block = choose_block_size(chunk, params.means.shape[0], n_features)
     parts = [

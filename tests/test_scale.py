@@ -264,6 +264,10 @@ def test_streamed_errors(x64, tmp_path):
     mix = bg.Mixture(2)
     with pytest.raises(ValueError, match="NaN or infinite values in rows 500 to 999"):
         mix.fit_em(np.load(tmp_path / "bad.npy", mmap_mode="r"), chunk_size=500)
+    bad[777, 1] = 1e200  # finite, but its square is not: overflow named with its rows
+    np.save(tmp_path / "huge.npy", bad)
+    with pytest.raises(ValueError, match="X overflows float64: .* rows 500 to 999 hold"):
+        mix.fit_em(np.load(tmp_path / "huge.npy", mmap_mode="r"), chunk_size=500)
     for what in ("rows", "dtype"):
         with pytest.raises(ValueError, match="X changed during the fit"):
             mix.fit_em(_Changing(X, 5, what), chunk_size=500, max_iter=5)
@@ -414,3 +418,35 @@ def test_streamed_moments_of_offset_rows_keep_their_digits(tmp_path):
     moments, _ = stream.data_moments(rows)
     np.testing.assert_allclose(moments.mean, X.mean(axis=0), rtol=0, atol=1e-5)
     np.testing.assert_allclose(moments.covariance, np.cov(X.T, bias=True), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type,prior", [("full", "default"), ("diag", None)])
+def test_streamed_fit_of_rows_near_1e8_in_float32(f32, tmp_path, covariance_type, prior):
+    """Float64 rows near 1e8 fitted in float32: the streamed fit is centred and scaled like the
+    in-memory one (bayesgmm._transform) and equals it to the float32 tolerances of the in-memory
+    equivariance tests (tests/test_trust.py: means to 1e-3 of a standard deviation, covariances
+    and scores to 1e-3 and 1e-4 relative). Cast to float32 first, the rows would keep steps of 8."""
+    rng = np.random.default_rng(1)
+    X = 1e8 + np.concatenate(
+        [rng.normal([0.71, -1.0], 0.2, (150, 2)), rng.normal([3.19, 0.5], 0.3, (150, 2))]
+    )
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    cov = {"full": np.stack([np.eye(2) * 0.5] * 2), "diag": np.full((2, 2), 0.5)}[covariance_type]
+    start = {
+        "weights": np.array([0.5, 0.5]),
+        "means": 1e8 + np.array([[0.5, -0.8], [3.0, 0.3]]),
+        "covariances": cov,
+    }
+    mix = bg.Mixture(2, covariance_type, prior=prior)
+    kw = dict(init_params=start, max_iter=20, tol=0.0)
+    ref = mix.fit_em(X, **kw)
+    got = mix.fit_em(Xm, chunk_size=128, **kw)  # 3 chunks, the last one short
+    np.testing.assert_allclose(got.weights, ref.weights, atol=1e-4)
+    np.testing.assert_allclose(got.means - 1e8, ref.means - 1e8, atol=1e-3)
+    np.testing.assert_allclose(got.covariances, ref.covariances, rtol=1e-3)
+    assert abs(got.log_likelihood - ref.log_likelihood) <= 1e-4 * abs(ref.log_likelihood)
+    # Both recover the clusters (not merely agree).
+    np.testing.assert_allclose(np.sort(got.means[:, 0] - 1e8), [0.71, 3.19], atol=0.06)
+    # Scoring the source in chunks keeps its digits too.
+    np.testing.assert_allclose(got.score_samples(Xm), ref.score_samples(X), rtol=1e-4, atol=1e-4)
