@@ -201,7 +201,18 @@ def _tile_map(rows_dtype: np.dtype, dtype: np.dtype, centring: Centring | None):
     # integers in float64.
     compute = np.promote_types(rows_dtype, dtype) if rows_dtype.kind == "f" else np.float64
     hi, lo, inv = centring.split(compute)
-    return lambda r: ((np.asarray(r, compute) - hi) - lo) * inv
+    buf = np.empty((_TRANSPOSE_ROWS, len(hi)), compute)  # in place: no temporaries per tile
+
+    def centre(r):
+        y = buf[: len(r)]
+        np.subtract(r, hi, out=y, casting="unsafe")
+        if np.any(lo):
+            np.subtract(y, lo, out=y)
+        if inv != 1:
+            np.multiply(y, inv, out=y)
+        return y
+
+    return centre
 
 
 def make_chunk(
