@@ -15,9 +15,13 @@ together under ``vmap`` (as in the compiled driver), and every covariance type o
 
 Passes of a fit:
 
-1. Data moments (one K=1 pass about process 0's first row: the mean and covariance behind the
-   default prior and the singularity threshold) while a uniform sample of at most
-   ``SAMPLE_ROWS`` rows is collected across the chunks and processes.
+1. Data moments (one K=1 pass about process 0's first row, subtracted on the host before the
+   cast to the working dtype: the mean and covariance behind the default prior, the
+   singularity threshold and the transformation of :mod:`bayesgmm._transform`) while a uniform
+   sample of at most ``SAMPLE_ROWS`` rows is collected across the chunks and processes. Every
+   later pass centres and scales the rows by that transformation as they are read (on the
+   devices for sharded arrays), and parameters, prior, ``reg_covar`` and the log-likelihood are
+   mapped as for an in-memory fit.
 2. Starting values (unless ``init_params``): k-means++ (and Lloyd's iterations for ``"kmeans"``)
    on the sample in memory, then, when the sample is not all the data, Lloyd's iterations as
    passes over the data (at most ``LLOYD_PASSES``), then one pass for the M-step from the
