@@ -33,8 +33,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .priors import PriorParams
+from .sources import Centring
 
-_CHUNK = 65536  # rows per host chunk: float64 temporaries of at most _CHUNK x D
+_CHUNK = 65536  # rows per chunk of the max-abs pass (in X's own dtype: no temporaries)
+_TILE = 4096  # rows per tile of the float64 moments and of the transposing copy: in cache
 
 
 class Transform(NamedTuple):
@@ -71,29 +73,68 @@ def normalise_weights(sample_weight: np.ndarray) -> tuple[np.ndarray, float]:
     return u / mean, top * mean
 
 
+def _column_max_abs(X: np.ndarray) -> np.ndarray:
+    """Per-column largest magnitude (D,), float64, in ``X``'s own dtype: no upcast, no
+    data-sized temporary (max and min per chunk instead of ``abs``)."""
+    n, d = X.shape
+    amax = np.zeros(d)
+    for i in range(0, n, _CHUNK):
+        c = X[i : i + _CHUNK]
+        amax = np.maximum(amax, np.maximum(c.max(axis=0), -c.min(axis=0)).astype(np.float64))
+    return amax
+
+
+def _moments(X: np.ndarray, u: np.ndarray, inv: np.ndarray | None):
+    """Weighted mean and variances (D,) of ``X * inv`` (``inv`` per-column powers of two, or
+    None for 1) in one float64 pass over cache-sized tiles of rows: each tile's mean and centred
+    sum of squares merged into the running ones by Chan's formula (as accurate as a second,
+    centred pass, without reading X twice)."""
+    n, d = X.shape
+    buf = np.empty((_TILE, d))
+    total, mean, m2 = 0.0, np.zeros(d), np.zeros(d)
+    for i in range(0, n, _TILE):
+        y = buf[: min(_TILE, n - i)]
+        if inv is None:
+            y[...] = X[i : i + _TILE]
+        else:
+            np.multiply(X[i : i + _TILE], inv, out=y, casting="unsafe")
+        ut = u[i : i + _TILE]
+        wt = float(np.sum(ut))
+        if not wt > 0:
+            continue
+        mt = (ut @ y) / wt
+        np.subtract(y, mt, out=y)
+        np.multiply(y, y, out=y)
+        m2t = ut @ y
+        grown = total + wt
+        delta = mt - mean
+        mean += delta * (wt / grown)
+        m2 += m2t + delta * delta * (total * wt / grown)
+        total = grown
+    return mean, m2 / total if total > 0 else m2
+
+
 def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:
     """The shift and scale of validated ``X`` (n, D) with weights (n,): see the module docstring.
+
+    One float64 pass over tiles of rows (:func:`_moments`). Only where it over- or underflows
+    (spreads beyond about 1e125 or below 1e-125, or a constant column) the pass is repeated on
+    the columns divided by powers of two near their magnitudes, which keeps every sum in range;
+    dividing by a power of two is exact, so both passes agree wherever both are in range.
 
     Raises a ValueError naming overflow when the spread of a feature is so large that its
     variance exceeds the float64 range (standard deviations beyond about 1.3e154).
     """
-    n, d = X.shape
-    u, _ = normalise_weights(sample_weight)
-    u = u / n  # sums to 1
-    amax = np.zeros(d)
-    for i in range(0, n, _CHUNK):
-        amax = np.maximum(amax, np.max(np.abs(X[i : i + _CHUNK]), axis=0))
-    # Per-feature powers of two: the sums below stay in range, and dividing by them is exact.
-    p0 = np.where(amax > 0, np.exp2(np.ceil(np.log2(np.where(amax > 0, amax, 1.0)))), 1.0)
-    mean = np.zeros(d)
-    for i in range(0, n, _CHUNK):
-        mean += u[i : i + _CHUNK] @ (np.asarray(X[i : i + _CHUNK], np.float64) / p0)
-    var = np.zeros(d)
-    for i in range(0, n, _CHUNK):
-        dev = np.asarray(X[i : i + _CHUNK], np.float64) / p0 - mean
-        var += u[i : i + _CHUNK] @ (dev * dev)
-    std = p0 * np.sqrt(var)  # <= p0, finite
-    shift = p0 * mean
+    u, _ = normalise_weights(sample_weight)  # mean 1: tile sums stay near their row counts
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        mean, var = _moments(X, u, None)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var > 1e-250)):
+        amax = _column_max_abs(X)
+        p0 = np.where(amax > 0, np.exp2(np.ceil(np.log2(np.where(amax > 0, amax, 1.0)))), 1.0)
+        mean, var = _moments(X, u, 1.0 / p0)
+        shift, std = p0 * mean, p0 * np.sqrt(var)  # std <= p0, finite
+    else:
+        shift, std = mean, np.sqrt(var)
     limit = np.sqrt(np.finfo(np.float64).max)
     if np.any(std >= limit):
         j = int(np.argmax(std))
@@ -127,17 +168,37 @@ def transform_of_moments(mean: np.ndarray, variance: np.ndarray, name: str = "X"
 def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarray:
     """``(X - shift) / scale`` as columns, shape (D, n), in ``dtype``: the fits' layout.
 
+    Cache-sized tiles of rows are centred in place and transposed into the result, as the
+    streamed fits do (:meth:`bayesgmm.sources.Centring.split`): floating rows in the more
+    precise of their own and the working dtype (float32 rows for a float32 fit are not upcast:
+    the shift is split into ``hi + lo`` in float32 and ``1 / scale`` is a power of two),
+    integers in float64; no data-sized temporary. The identity costs only the layout copy.
+
     Raises a ValueError naming overflow when a transformed value's square would overflow
     ``dtype`` (a value that many standard deviations from the mean).
     """
     n, d = X.shape
     dtype = np.dtype(dtype)
     out = np.empty((d, n), dtype)
+    shift = np.asarray(t.shift, np.float64)
+    trivial = t.scale == 1.0 and not np.any(shift)
+    compute = np.promote_types(X.dtype, dtype) if X.dtype.kind == "f" else np.dtype(np.float64)
+    hi, lo, inv = Centring(shift, t.scale).split(compute)
+    buf = np.empty((_TILE, d), compute)
     top = 0.0
-    for i in range(0, n, _CHUNK):
-        y = (np.asarray(X[i : i + _CHUNK], np.float64) - t.shift) / t.scale
-        top = max(top, float(np.max(np.abs(y))))
-        out[:, i : i + _CHUNK] = y.T
+    for i in range(0, n, _TILE):
+        r = X[i : i + _TILE]
+        if trivial:
+            y = r
+        else:
+            y = buf[: len(r)]
+            np.subtract(r, hi, out=y, casting="unsafe")
+            if np.any(lo):
+                np.subtract(y, lo, out=y)
+            if inv != 1:
+                np.multiply(y, inv, out=y)
+        top = max(top, float(y.max()), -float(y.min()))
+        out[:, i : i + _TILE] = y.T
     # Squares, sums of squares over rows and features and their products with precisions must
     # stay finite: keep a margin of 1e4 under the square root of the largest value.
     limit = float(np.sqrt(np.finfo(dtype).max / 1e4))

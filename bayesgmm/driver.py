@@ -65,6 +65,7 @@ def data_moments(
     sample_weight: np.ndarray,
     block_size: int | None = None,
     transform: Transform | None = None,
+    working: np.ndarray | None = None,
 ) -> DataMoments:
     """Weighted mean, covariance and total weight of validated ``X`` (n, D), as given.
 
@@ -77,7 +78,8 @@ def data_moments(
     n, d = X.shape
     dtype = np.dtype(float_dtype())
     t = fit_transform(X, sample_weight) if transform is None else transform
-    Xt = to_working(X, t, dtype)
+    # ``working``: X already mapped by ``transform`` into the working layout (a fit's own copy).
+    Xt = to_working(X, t, dtype) if working is None else working
     block = choose_block_size(n, 1, d) if block_size is None else block_size
     # Concrete data give concrete moments even when called while JAX traces a function (the
     # NumPyro model, called with data, under jit).
@@ -171,7 +173,7 @@ def fit_candidates(
     Xt = to_working(X, t, dtype)  # the data as columns, see bayesgmm.stats
     w, factor = _working_weights(sample_weight, prior, dtype)
     if moments is None and needs_data(prior):
-        moments = data_moments(X, sample_weight, transform=t)
+        moments = data_moments(X, sample_weight, transform=t, working=Xt)
     priors = [resolve_prior(prior, moments, k, covariance_type) for k in n_components]
     reg_w = reg_covar / t.scale**2
     check_in_range(reg_w, dtype, f"reg_covar={reg_covar:g}")
