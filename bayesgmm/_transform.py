@@ -88,16 +88,19 @@ def _moments(X: np.ndarray, u: np.ndarray, inv: np.ndarray | None):
     """Weighted mean and variances (D,) of ``X * inv`` (``inv`` per-column powers of two, or
     None for 1) in one float64 pass over cache-sized tiles of rows: each tile's mean and centred
     sum of squares merged into the running ones by Chan's formula (as accurate as a second,
-    centred pass, without reading X twice)."""
+    centred pass, without reading X twice). The rows are first shifted by the first row, so
+    that a constant column has a variance of exactly 0."""
     n, d = X.shape
+    x0 = np.asarray(X[0], np.float64) * (1.0 if inv is None else inv)
     buf = np.empty((_TILE, d))
     total, mean, m2 = 0.0, np.zeros(d), np.zeros(d)
     for i in range(0, n, _TILE):
         y = buf[: min(_TILE, n - i)]
         if inv is None:
-            y[...] = X[i : i + _TILE]
+            np.subtract(X[i : i + _TILE], x0, out=y, casting="unsafe")
         else:
             np.multiply(X[i : i + _TILE], inv, out=y, casting="unsafe")
+            np.subtract(y, x0, out=y)
         ut = u[i : i + _TILE]
         wt = float(np.sum(ut))
         if not wt > 0:
@@ -111,7 +114,7 @@ def _moments(X: np.ndarray, u: np.ndarray, inv: np.ndarray | None):
         mean += delta * (wt / grown)
         m2 += m2t + delta * delta * (total * wt / grown)
         total = grown
-    return mean, m2 / total if total > 0 else m2
+    return x0 + mean, m2 / total if total > 0 else m2
 
 
 def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:

@@ -67,18 +67,33 @@ def bucket(n: int) -> int:
 
 
 def rows_for_scoring(X: np.ndarray, t: Transform, dtype) -> np.ndarray:
-    """``(X - shift) / scale`` as columns with two more rows (1 / t, t^2), padded to a bucket."""
+    """``(X - shift) / scale`` as columns with two more rows (1 / t, t^2), padded to a bucket.
+
+    Computed in float64 over cache-sized tiles of rows (no data-sized float64 temporary).
+    """
     n, d = X.shape
     dtype = np.dtype(dtype)
-    y = np.asarray(X, np.float64) / t.scale - t.shift / t.scale
-    far = np.max(np.abs(y), axis=1)
-    tscale = np.where(far > _FAR[dtype], np.exp2(np.ceil(np.log2(np.maximum(far, 1.0)))), 1.0)
     out = np.zeros((d + 2, bucket(n)), dtype)
     out[-2:] = 1.0  # padding rows: t = 1
-    out[:d, :n] = (y / tscale[:, None]).T
-    out[d, :n] = 1.0 / tscale
-    out[d + 1, :n] = np.minimum(tscale, np.sqrt(np.finfo(dtype).max)) ** 2
+    inv = 1.0 / t.scale  # a power of two: exact
+    off = np.asarray(t.shift, np.float64) * inv
+    buf = np.empty((_SCORE_TILE, d))
+    for a in range(0, n, _SCORE_TILE):
+        b = min(a + _SCORE_TILE, n)
+        y = buf[: b - a]
+        np.multiply(X[a:b], inv, out=y, casting="unsafe")
+        np.subtract(y, off, out=y)
+        far = np.max(np.abs(y), axis=1)
+        tscale = np.where(far > _FAR[dtype], np.exp2(np.ceil(np.log2(np.maximum(far, 1.0)))), 1.0)
+        if np.any(tscale != 1.0):
+            np.divide(y, tscale[:, None], out=y)
+        out[:d, a:b] = y.T
+        out[d, a:b] = 1.0 / tscale
+        out[d + 1, a:b] = np.minimum(tscale, np.sqrt(np.finfo(dtype).max)) ** 2
     return out
+
+
+_SCORE_TILE = 4096  # rows per tile of rows_for_scoring: float64 temporaries stay in cache
 
 
 @partial(jax.jit, static_argnames=("covariance_type", "n_samples"))
