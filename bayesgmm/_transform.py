@@ -36,6 +36,7 @@ from .priors import PriorParams
 from .sources import Centring
 
 _CHUNK = 65536  # rows per chunk of the max-abs pass (in X's own dtype: no temporaries)
+_ALIGN = 64  # bytes: the alignment XLA's CPU client needs to use a host buffer in place
 _TILE = 4096  # rows per tile of the float64 moments and of the transposing copy: in cache
 
 
@@ -168,6 +169,16 @@ def transform_of_moments(mean: np.ndarray, variance: np.ndarray, name: str = "X"
     return Transform(np.asarray(mean, np.float64), scale)
 
 
+def _aligned_empty(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array on a 64-byte boundary: the CPU device then uses it without a copy
+    each time it enters a compiled program (NumPy's own large buffers sit 16 bytes off a page,
+    and JAX copies those, on every call)."""
+    nbytes = shape[0] * shape[1] * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    offset = -raw.ctypes.data % _ALIGN
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarray:
     """``(X - shift) / scale`` as columns, shape (D, n), in ``dtype``: the fits' layout.
 
@@ -182,7 +193,7 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
     """
     n, d = X.shape
     dtype = np.dtype(dtype)
-    out = np.empty((d, n), dtype)
+    out = _aligned_empty((d, n), dtype)
     shift = np.asarray(t.shift, np.float64)
     trivial = t.scale == 1.0 and not np.any(shift)
     compute = np.promote_types(X.dtype, dtype) if X.dtype.kind == "f" else np.dtype(np.float64)

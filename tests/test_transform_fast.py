@@ -82,6 +82,7 @@ def test_to_working_identity_is_the_layout_copy():
     got = tr.to_working(X, tr.identity(3), np.float32)
     np.testing.assert_array_equal(got, X.T)
     assert not np.shares_memory(got, X)
+    assert got.ctypes.data % 64 == 0  # the CPU device takes it without a copy
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
