@@ -89,19 +89,16 @@ def _moments(X: np.ndarray, u: np.ndarray, inv: np.ndarray | None):
     """Weighted mean and variances (D,) of ``X * inv`` (``inv`` per-column powers of two, or
     None for 1) in one float64 pass over cache-sized tiles of rows: each tile's mean and centred
     sum of squares merged into the running ones by Chan's formula (as accurate as a second,
-    centred pass, without reading X twice). The rows are first shifted by the first row, so
-    that a constant column has a variance of exactly 0."""
+    centred pass, without reading X twice)."""
     n, d = X.shape
-    x0 = np.asarray(X[0], np.float64) * (1.0 if inv is None else inv)
     buf = np.empty((_TILE, d))
     total, mean, m2 = 0.0, np.zeros(d), np.zeros(d)
     for i in range(0, n, _TILE):
         y = buf[: min(_TILE, n - i)]
         if inv is None:
-            np.subtract(X[i : i + _TILE], x0, out=y, casting="unsafe")
+            y[...] = X[i : i + _TILE]
         else:
             np.multiply(X[i : i + _TILE], inv, out=y, casting="unsafe")
-            np.subtract(y, x0, out=y)
         ut = u[i : i + _TILE]
         wt = float(np.sum(ut))
         if not wt > 0:
@@ -115,14 +112,14 @@ def _moments(X: np.ndarray, u: np.ndarray, inv: np.ndarray | None):
         mean += delta * (wt / grown)
         m2 += m2t + delta * delta * (total * wt / grown)
         total = grown
-    return x0 + mean, m2 / total if total > 0 else m2
+    return mean, m2 / total if total > 0 else m2
 
 
 def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:
     """The shift and scale of validated ``X`` (n, D) with weights (n,): see the module docstring.
 
     One float64 pass over tiles of rows (:func:`_moments`). Only where it over- or underflows
-    (spreads beyond about 1e125 or below 1e-125, or a constant column) the pass is repeated on
+    (spreads beyond about 1e125 or below 1e-125) the pass is repeated on
     the columns divided by powers of two near their magnitudes, which keeps every sum in range;
     dividing by a power of two is exact, so both passes agree wherever both are in range.
 
@@ -139,6 +136,12 @@ def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:
         shift, std = p0 * mean, p0 * np.sqrt(var)  # std <= p0, finite
     else:
         shift, std = mean, np.sqrt(var)
+    # A constant column's rounded mean leaves a variance of round-off (about (eps |x|)^2), which
+    # must not enter the scale: columns whose spread is that small are checked for constancy.
+    for j in np.flatnonzero(std <= 2.0**-40 * np.abs(shift)):
+        lo, hi = X[:, j].min(), X[:, j].max()
+        if lo == hi:
+            shift[j], std[j] = float(lo), 0.0
     limit = np.sqrt(np.finfo(np.float64).max)
     if np.any(std >= limit):
         j = int(np.argmax(std))
