@@ -116,15 +116,16 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
     n, d = X.shape
     dtype = np.dtype(dtype)
     out = np.empty((d, n), dtype)
-    top = 0.0
-    for i in range(0, n, _CHUNK):
-        y = (np.asarray(X[i : i + _CHUNK], np.float64) - t.shift) / t.scale
-        top = max(top, float(np.max(np.abs(y))))
-        out[:, i : i + _CHUNK] = y.T
     # Squares, sums of squares over rows and features and their products with precisions must
     # stay finite: keep a margin of 1e4 under the square root of the largest value.
     limit = float(np.sqrt(np.finfo(dtype).max / 1e4))
-    if not top < limit:
+    for i in range(0, n, _CHUNK):
+        y = (np.asarray(X[i : i + _CHUNK], np.float64) - t.shift) / t.scale
+        top = float(np.max(np.abs(y)))
+        if top < limit:
+            out[:, i : i + _CHUNK] = y.T
+            continue
+        # Raised before the cast, which would warn of its own overflow.
         raise ValueError(
             f"{name} overflows {dtype.name}: after centring and scaling, a value lies "
             f"{top:.3g} (scaled) units from the data mean, and its square exceeds the "
