@@ -139,6 +139,33 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
     return out
 
 
+def extreme_outlier(X: np.ndarray, threshold: float = 1e6) -> str | None:
+    """A sentence naming a value far outside the bulk of its column of ``X`` (n, D), or None.
+
+    A value ``threshold`` or more median absolute deviations from its column's median (the
+    median and MAD from at most about 1e5 evenly spaced rows, the largest deviation from every
+    row). EM gives such an outlier a component of its own, which collapses onto it: the
+    fitting driver adds this sentence to its "singular" message so that the cause is named.
+    """
+    n, d = X.shape
+    sample = np.asarray(X[:: max(1, n // 100_000)], np.float64)
+    med = np.median(sample, axis=0)
+    mad = np.median(np.abs(sample - med), axis=0)
+    top = np.zeros(d)
+    for i in range(0, n, _CHUNK):
+        top = np.maximum(top, np.max(np.abs(np.asarray(X[i : i + _CHUNK], np.float64) - med), 0))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.where(mad > 0, top / np.where(mad > 0, mad, 1.0), 0.0)
+    j = int(np.argmax(ratio))
+    if not ratio[j] >= threshold:
+        return None
+    return (
+        f"X spans an extreme range: column {j} holds a value {ratio[j]:.3g} median absolute "
+        "deviations from its median, and such an outlier gets a component of its own, which "
+        "collapses onto it. Remove the outlier (or use prior='default')."
+    )
+
+
 def check_in_range(value: float, dtype, name: str) -> None:
     """A ValueError naming ``name`` when ``value`` (in the working space) overflows ``dtype``."""
     dtype = np.dtype(dtype)

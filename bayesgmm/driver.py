@@ -21,6 +21,7 @@ from . import em
 from ._transform import (
     Transform,
     check_in_range,
+    extreme_outlier,
     fit_transform,
     log_prior_jacobian,
     normalise_weights,
@@ -241,6 +242,10 @@ def fit_candidates(
                 _warn_if_cycled(best, max_iter)
                 best = _to_data_units(best, t, d, covariance_type, factor, total)
             results[c] = best
+    if any(isinstance(r, str) for r in results):
+        hint = extreme_outlier(X)  # the cause of a collapse, when it is an extreme outlier
+        if hint is not None:
+            results = [f"{r} {hint}" if isinstance(r, str) else r for r in results]
     return results
 
 
