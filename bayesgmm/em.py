@@ -342,6 +342,27 @@ def _loop(
     )
 
 
+# A variance at most this many times reg_covar sits on its floor (bayesgmm.select.FLOOR_FACTOR).
+FLOOR_FACTOR = 2.0
+
+
+def _on_floor(params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array:
+    """Whether a used component of a maximum-likelihood fit has a variance on reg_covar's floor."""
+    if cfg.prior is not None:
+        return jnp.array(False)
+    cov = params.covariances
+    if covariance_type in ("full", "tied"):
+        var = jnp.diagonal(cov, axis1=-2, axis2=-1)
+    else:
+        var = cov
+    low = var <= FLOOR_FACTOR * cfg.reg_covar
+    if covariance_type == "tied":
+        return jnp.any(low) & (cfg.reg_covar > 0)
+    if covariance_type != "spherical":
+        low = jnp.any(low, axis=-1)
+    return jnp.any(low & cfg.active) & (cfg.reg_covar > 0)
+
+
 def _prepare(
     Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic
 ) -> tuple[EMConfig, EMState]:
@@ -367,6 +388,11 @@ def _prepare(
         )
         states = jax.vmap(jax.vmap(run))(cfg, state)
         ok = ~states.singular & jnp.isfinite(states.objective)
+        # Prefer a restart off the reg_covar floor (bayesgmm.select calls a fit on it
+        # degenerate), as select prefers such candidates; the floor only when all are on it.
+        on_floor = jax.vmap(jax.vmap(partial(_on_floor, covariance_type=static.covariance_type)))
+        sound = ok & ~on_floor(states.params, cfg)
+        ok = jnp.where(jnp.any(sound, axis=1, keepdims=True), sound, ok)
         best = jnp.argmax(jnp.where(ok, states.objective, -jnp.inf), axis=1)
 
         def pick(a):

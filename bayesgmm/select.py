@@ -35,7 +35,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from . import stream
+from . import em, stream
 from .api import FitResult, Mixture
 from .driver import data_moments, fit_candidates
 from .init import SEARCH_INIT, SEARCH_N_INIT
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CRITERIA = ("bic", "aic")
-FLOOR_FACTOR = 2.0
+FLOOR_FACTOR = em.FLOOR_FACTOR  # a variance at most this times reg_covar is on its floor
 SINGULAR_RTOL = 1e-8
 
 
