@@ -92,8 +92,18 @@ def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:
     for i in range(0, n, _CHUNK):
         dev = np.asarray(X[i : i + _CHUNK], np.float64) / p0 - mean
         var += u[i : i + _CHUNK] @ (dev * dev)
-    std = p0 * np.sqrt(var)  # <= p0, finite
-    shift = p0 * mean
+    return transform_from_moments(p0 * mean, p0 * np.sqrt(var))  # std <= p0: finite
+
+
+def transform_from_moments(mean: np.ndarray, std: np.ndarray) -> Transform:
+    """The transform from the weighted mean (D,) and per-column standard deviations (D,).
+
+    For callers that have the moments already, e.g. from one streamed pass over chunks
+    (standard deviations, not variances, so that columns whose variance overflows float64 can
+    still be passed and named). Raises the overflow ValueError of :func:`fit_transform`.
+    """
+    shift = np.asarray(mean, np.float64)
+    std = np.asarray(std, np.float64)
     limit = np.sqrt(np.finfo(np.float64).max)
     if np.any(std >= limit):
         j = int(np.argmax(std))

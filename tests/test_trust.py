@@ -256,3 +256,16 @@ def test_default_prior_columns_on_different_scales(x64):
     a = bg.Mixture(2, "full", prior="default").resolve_prior(X)
     b = bg.Mixture(2, "full", prior="default").resolve_prior(X * s)
     np.testing.assert_allclose(b.scale, a.scale * np.outer(s, s), rtol=1e-12)
+
+
+def test_transform_from_streamed_moments_equals_fit_transform():
+    # A streamed fit has the mean and per-column spread from its own pass: the same transform.
+    from bayesgmm._transform import fit_transform, transform_from_moments
+
+    X = _two_clusters(4) * [1e-3, 1e4] + [1e8, -2.0]
+    w = np.random.default_rng(1).uniform(0.5, 2.0, len(X))
+    mean = np.average(X, axis=0, weights=w)
+    std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
+    a, b = fit_transform(X, w), transform_from_moments(mean, std)
+    np.testing.assert_allclose(b.shift, a.shift, rtol=1e-14)
+    assert a.scale == b.scale
