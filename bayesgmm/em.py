@@ -152,11 +152,9 @@ def advance(
     keep = state.stop | singular
     params = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state.params, new)
     converged = jnp.abs(obj - state.objective) < cfg.tol * stats.weight
-    # A cycle: the objective is back at its value of two iterations ago (rounding in the M-step
-    # of ill-conditioned covariances can make EM alternate at the limit of the precision). Stop,
-    # not converged; the driver warns.
+    # A cycle: the objective back at its value of two iterations ago, beyond round-off (the
+    # M-step of ill-conditioned covariances can alternate). Stop unconverged; the driver warns.
     back = state.history[jnp.maximum(state.n_iter - 2, 0)]
-    # Alternation at the last digits is round-off at a fixed point, for ``tol`` to judge.
     beyond_roundoff = jnp.abs(obj - state.objective) > 1e3 * jnp.finfo(obj.dtype).eps * jnp.abs(obj)
     cycling = (state.n_iter >= 2) & (obj == back) & beyond_roundoff
     converged = converged & ~cycling
@@ -185,9 +183,7 @@ def em_step(
     centred: bool = False,
 ) -> EMState:
     """One E-step and, unless ``state.stop``, one M-step (see :func:`advance`)."""
-    stats, ref = e_step(
-        Xt, sample_weight, block_size, state.params, covariance_type, centred=centred
-    )
+    stats, ref = e_step(Xt, sample_weight, block_size, state.params, covariance_type, None, centred)
     return advance(state, stats, ref, cfg, covariance_type, max_iter)
 
 
@@ -351,16 +347,10 @@ def _on_floor(params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array:
     if cfg.prior is not None:
         return jnp.array(False)
     cov = params.covariances
-    if covariance_type in ("full", "tied"):
-        var = jnp.diagonal(cov, axis1=-2, axis2=-1)
-    else:
-        var = cov
+    var = jnp.diagonal(cov, axis1=-2, axis2=-1) if covariance_type in ("full", "tied") else cov
     low = var <= FLOOR_FACTOR * cfg.reg_covar
-    if covariance_type == "tied":
-        return jnp.any(low) & (cfg.reg_covar > 0)
-    if covariance_type != "spherical":
-        low = jnp.any(low, axis=-1)
-    return jnp.any(low & cfg.active) & (cfg.reg_covar > 0)
+    low = jnp.any(low, axis=-1) if covariance_type in ("full", "diag") else low
+    return jnp.any(low & (cfg.active if covariance_type != "tied" else True)) & (cfg.reg_covar > 0)
 
 
 def _prepare(
