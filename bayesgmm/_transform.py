@@ -95,7 +95,7 @@ def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:
     return transform_from_moments(p0 * mean, p0 * np.sqrt(var))  # std <= p0: finite
 
 
-def transform_from_moments(mean: np.ndarray, std: np.ndarray) -> Transform:
+def transform_from_moments(mean: np.ndarray, std: np.ndarray, name: str = "X") -> Transform:
     """The transform from the weighted mean (D,) and per-column standard deviations (D,).
 
     For callers that have the moments already, e.g. from one streamed pass over chunks
@@ -105,10 +105,10 @@ def transform_from_moments(mean: np.ndarray, std: np.ndarray) -> Transform:
     shift = np.asarray(mean, np.float64)
     std = np.asarray(std, np.float64)
     limit = np.sqrt(np.finfo(np.float64).max)
-    if np.any(std >= limit):
-        j = int(np.argmax(std))
+    if not np.all(std < limit):
+        j = int(np.argmax(np.where(np.isfinite(std), std, np.inf)))
         raise ValueError(
-            f"X overflows: column {j} has a standard deviation of {std[j]:.3g}, whose square "
+            f"{name} overflows: column {j} has a standard deviation of {std[j]:.3g}, whose square "
             f"(its variance) exceeds the float64 range ({np.finfo(np.float64).max:.3g}). "
             "Rescale X (e.g. divide it by a power of ten) before fitting."
         )
@@ -121,17 +121,7 @@ def transform_of_moments(mean: np.ndarray, variance: np.ndarray, name: str = "X"
     """:func:`fit_transform`'s shift and scale from the data's weighted mean and variances (D,)
     computed elsewhere (a streamed pass, :mod:`bayesgmm.stream`): the same definitions."""
     std = np.sqrt(np.maximum(np.asarray(variance, np.float64), 0.0))
-    limit = np.sqrt(np.finfo(np.float64).max)
-    if not np.all(std < limit):
-        j = int(np.argmax(np.where(np.isfinite(std), std, np.inf)))
-        raise ValueError(
-            f"{name} overflows: column {j} has a standard deviation of {std[j]:.3g}, whose "
-            "square (its variance) exceeds the float64 range. Rescale it (e.g. divide it by a "
-            "power of ten) before fitting."
-        )
-    positive = std[std > 0]
-    scale = float(_pow2(np.exp(np.mean(np.log(positive))))) if positive.size else 1.0
-    return Transform(np.asarray(mean, np.float64), scale)
+    return transform_from_moments(mean, std, name)
 
 
 def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarray:
