@@ -79,6 +79,10 @@ CHUNK = 50
 JITTER = 1.0
 JITTER_UNCONSTRAINED = 0.1
 
+# Potential energy given to each chain's start (see ``_kernel``): high enough that any point of
+# the first trajectory outweighs it, finite in float32.
+START_POTENTIAL = 1e30
+
 # Quantiles of each feature at which the mixture log-density is recorded (fixed points).
 DENSITY_QUANTILES = (0.1, 0.5, 0.9)
 
@@ -133,7 +137,7 @@ def _kernel(
     # NumPyro's hmc() keeps the warm-up schedule in closure variables set by init_kernel, so a
     # kernel pair serves exactly one num_warmup: it is part of the cache key.
     from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import potential_energy
+    from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
 
     model = _bound_model(n_components, n_features, covariance_type)
 
@@ -143,8 +147,15 @@ def _kernel(
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
     def init(z, rng_key, X, w, prior):
+        # The start's potential is set high and its gradient to zero instead of computed: the
+        # gradient of the potential is the costliest piece to compile, and this program would
+        # hold a second copy of it. The first warm-up transition then moves away from the start
+        # (its trajectory's points all outweigh it) and every later state carries its true
+        # potential and gradient; warm-up draws are discarded.
+        dtype = jax.tree.leaves(z)[0].dtype
+        start = ParamInfo(z, jnp.asarray(START_POTENTIAL, dtype), jax.tree.map(jnp.zeros_like, z))
         return init_kernel(
-            z,
+            start,
             num_warmup,
             dense_mass=dense_mass,
             target_accept_prob=target_accept_prob,
@@ -156,8 +167,11 @@ def _kernel(
     def run(state, X, w, prior):
         def step(s, _):
             s = sample_kernel(s, model_args=(X, w, prior))
+            # The constrained draw is computed here, inside the sampling program, rather than by
+            # a program of its own afterwards.
+            params = constrain_fn(model, (X, w), {"prior": prior}, s.z)
             stats = {
-                "z": s.z,
+                "params": params,
                 "potential_energy": s.potential_energy,
                 "energy": s.energy,
                 "num_steps": s.num_steps,
@@ -243,21 +257,35 @@ def _jittered_starts(
     num_chains: int,
     rng_key,
 ) -> dict:
-    """Per-chain starting points in unconstrained space: shape (num_chains, ...) per site."""
+    """Per-chain starting points in unconstrained space: shape (num_chains, ...) per site.
+
+    The noise is drawn with NumPy (seeded from ``rng_key``): drawn with JAX it would compile a
+    small program per site on the first call of a process.
+    """
     w_ref, mu_ref = reference["weights"], reference["means"]
     k, d = mu_ref.shape
     # Posterior standard deviation of each mean, roughly sqrt(var_kd / n_k).
     variances = _variances(reference["covariances"], covariance_type, k, d)
     mean_sd = np.sqrt(variances / np.maximum(w_ref * n_effective, 1.0)[:, None])
-    dtype = float_dtype()
+    dtype = np.dtype(float_dtype())
+    rng = np.random.default_rng(_numpy_seed(rng_key))
     starts = {}
-    for i, (name, z) in enumerate(sorted(z_ref.items())):
+    for name, z in sorted(z_ref.items()):
         z = np.asarray(z, np.float64)
-        key = jax.random.fold_in(rng_key, i)
-        noise = np.asarray(jax.random.normal(key, (num_chains,) + z.shape, dtype), np.float64)
+        noise = rng.standard_normal((num_chains,) + z.shape)
         scale = JITTER * mean_sd if name == "means" else JITTER_UNCONSTRAINED
-        starts[name] = jnp.asarray(z[None] + scale * noise, dtype)
+        starts[name] = np.asarray(z[None] + scale * noise, dtype)
     return starts
+
+
+def host_keys(rng_key, shape: tuple[int, ...], stream: int) -> np.ndarray:
+    """Raw PRNG keys (``shape + (2,)``, uint32) derived on the host from ``rng_key``.
+
+    ``stream`` separates independent uses of one key. Derived with NumPy rather than by
+    ``jax.random.split``/``fold_in``, which compile a program each on a first call.
+    """
+    rng = np.random.default_rng([*_numpy_seed(rng_key).tolist(), stream])
+    return rng.integers(0, 2**32, size=tuple(shape) + (2,), dtype=np.uint32)
 
 
 def choose_chain_method(chain_method: str | None, num_chains: int) -> str:
@@ -280,10 +308,6 @@ def choose_chain_method(chain_method: str | None, num_chains: int) -> str:
     return chain_method
 
 
-def _index(a, i):
-    return a[i]
-
-
 def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, progress):
     """Run all chains; returns stats with leading axes (chain, draw), warm-up dropped."""
     n_iter = num_warmup + num_samples
@@ -301,7 +325,7 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
             if progress.bar is not None:
                 # Count divergences after warm-up only (during warm-up they are expected).
                 post_warmup = stats["diverging"][..., max(0, num_warmup - c * CHUNK) :]
-                divergences += int(jnp.sum(post_warmup))
+                divergences += int(np.sum(np.asarray(post_warmup)))
                 n_chains_here = 1 if chain is not None else jax.tree.leaves(z0)[0].shape[0]
                 done = min((c + 1) * CHUNK, n_iter)
                 progress.update(done, (done - c * CHUNK) * n_chains_here, divergences, chain)
@@ -315,7 +339,7 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
 
     if method == "sequential":
         per_chain = [
-            loop(kernel.init, kernel.run, jax.tree.map(partial(_index, i=i), starts), keys[i], i)
+            loop(kernel.init, kernel.run, {name: a[i] for name, a in starts.items()}, keys[i], i)
             for i in range(keys.shape[0])
         ]
         return jax.tree.map(lambda *a: np.stack(a), *per_chain)
@@ -363,7 +387,6 @@ def sample_posterior(
     k, d = np.shape(references[0]["means"])
     n = X.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    key_jitter, key_chains, key_modes = jax.random.split(rng_key, 3)
     t_start = time.perf_counter()
     dtype = float_dtype()
     args = (jnp.asarray(X, dtype), jnp.asarray(w, dtype), cast_prior(prior, dtype))
@@ -375,34 +398,25 @@ def sample_posterior(
     n_runs, n_iter = len(references), s.num_warmup + s.num_samples
     total = n_runs * s.num_chains * n_iter
     progress = Progress(show_progress(s.progress_bar, 1, total), total, s.num_warmup)
+    chain_keys = host_keys(rng_key, (n_runs, s.num_chains), stream=0)
+    jitter_keys = host_keys(rng_key, (n_runs,), stream=1)
     runs, z_ref = [], None
     try:
         t_sample = time.perf_counter()
         for r, ref in enumerate(references):
             z_ref = tf.unconstrain({name: jnp.asarray(a, dtype) for name, a in ref.items()}, *args)
-            key_r = jax.random.fold_in(key_jitter, r)
-            starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, key_r)
-            keys = jax.random.split(jax.random.fold_in(key_chains, r), s.num_chains)
-            chains = (kernel, s.chain_method, starts, keys, args, s.num_warmup, s.num_samples)
-            runs.append(_run_chains(*chains, progress))
+            starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, jitter_keys[r])
+            chains = (kernel, s.chain_method, starts, chain_keys[r], args)
+            runs.append(_run_chains(*chains, s.num_warmup, s.num_samples, progress))
         sampling_time = time.perf_counter() - t_sample
     finally:
         progress.close()
     stats = jax.tree.map(lambda *a: np.stack(a), *runs)  # leading axes (run, chain, draw)
 
     # Every draw of every run, constrained (float64 NumPy), shape (R, C, S, ...).
-    r_c_s = (n_runs, s.num_chains, s.num_samples)
-    # Explicit leading sizes: with one component the weights' unconstrained site is empty.
     n_all = n_runs * s.num_chains * s.num_samples
-    flat_z = {
-        name: jnp.asarray(a.reshape((n_all,) + a.shape[3:])) for name, a in stats["z"].items()
-    }
+    all_samples = {name: np.asarray(a, np.float64) for name, a in stats.pop("params").items()}
     single = n_runs == 1
-    constrained, ll = tf.constrain(flat_z, *args, with_log_likelihood=single and s.log_likelihood)
-    all_samples = {
-        name: np.asarray(a, np.float64).reshape(r_c_s + a.shape[1:])
-        for name, a in constrained.items()
-    }
 
     rows = row_subset(n)
     X_rows = X[rows]
@@ -417,12 +431,9 @@ def sample_posterior(
     draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
         X_rows, all_samples, configurations, ct, P_all
     )
-    if ll is not None:  # the compiled pointwise log-likelihood, when it was computed anyway
-        loglik_all = (np.asarray(ll, np.float64) @ w).reshape(r_c_s)
-    else:
-        loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
+    loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
     occupied = sorted({int(m) for m in chain_mode.ravel()})
-    rng = np.random.default_rng(_numpy_seed(key_modes))
+    rng = np.random.default_rng(host_keys(rng_key, (), stream=2))
     masses, is_ess = {occupied[0]: 1.0}, {}
     if len(occupied) > 1:
         masses, is_ess = _modes.mode_masses(
@@ -437,19 +448,10 @@ def sample_posterior(
         idx = _modes.compose(rng, chain_mode, masses, s.num_chains, s.num_samples)
     pick = (idx[..., 0], idx[..., 1], idx[..., 2])  # each (C, S)
     out_stats = jax.tree.map(lambda a: np.asarray(a)[pick], stats)
-    if single:
-        samples = {name: a[0] for name, a in all_samples.items()}
-        ll = None if ll is None else np.asarray(ll, np.float64).reshape(s.num_chains, -1, n)
-    else:
-        samples = {name: a[pick] for name, a in all_samples.items()}
-        ll = None
-        if s.log_likelihood:
-            out_z = {
-                name: jnp.asarray(a.reshape((s.num_chains * s.num_samples,) + a.shape[2:]))
-                for name, a in out_stats["z"].items()
-            }
-            _, ll = tf.constrain(out_z, *args, with_log_likelihood=True)
-            ll = np.asarray(ll, np.float64).reshape(s.num_chains, s.num_samples, n)
+    samples = {name: a[pick] for name, a in all_samples.items()}
+    ll = None
+    if s.log_likelihood:
+        ll = _modes.pointwise_log_likelihood(X, samples, ct)
 
     # Stephens relabelling of the returned draws, started from the best occupied configuration.
     shape = (s.num_chains, s.num_samples)

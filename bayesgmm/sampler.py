@@ -21,7 +21,7 @@ from . import _validation as v
 from . import em
 from .driver import key_on_host
 from .numerics import float_dtype
-from .nuts import Settings, choose_chain_method
+from .nuts import Settings, choose_chain_method, host_keys
 from .priors import PriorParams
 from .relabel import (
     allocation_probabilities,
@@ -202,7 +202,9 @@ def sample_posterior(
         }
     # The prior as fit_em resolves it (data moments in the working precision).
     prior = mixture.resolve_prior(Xa, w)
-    key_ref, key_sampler = jax.random.split(v.as_key(rng_key))
+    # Keys derived on the host: jax.random.split would compile a program on a first call.
+    base_key = key_on_host(v.check_rng_key(rng_key))
+    key_ref, key_sampler = host_keys(base_key, (), stream=10), host_keys(base_key, (), stream=11)
     references, _ = find_references(Xa, w, prior, k, ct, key_ref, init)
     settings = Settings(
         num_chains=num_chains,
