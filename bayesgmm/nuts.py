@@ -38,19 +38,19 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _tree
 from . import modes as _modes
+from ._nuts_compiled import CHUNK, _kernel, _transforms, device_args
 from ._progress import Progress, show_progress
 from .exceptions import MultimodalPosteriorWarning
-from .model import mixture_model
 from .numerics import float_dtype
-from .priors import PriorParams, cast_prior
+from .priors import PriorParams
 from .relabel import (
     apply_permutation,
     log_component_densities,
@@ -67,21 +67,12 @@ __all__ = ["MultimodalPosteriorWarning", "Settings", "relabel_permutations", "sa
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
 
-# Iterations per compiled call. The chunk length is static (one compilation serves any number of
-# warm-up and sampling iterations); a run that is not a multiple of it runs at most CHUNK - 1
-# extra iterations at the end, which are discarded.
-CHUNK = 50
-
 # Scale of the per-chain jitter around the reference fit, in posterior standard deviations for
 # the means and in absolute units of the unconstrained space for the other sites (log-variances,
 # stick-breaking logits): for tens to hundreds of rows per component both are about one
 # posterior standard deviation.
 JITTER = 1.0
 JITTER_UNCONSTRAINED = 0.1
-
-# Potential energy given to each chain's start (see ``_kernel``): high enough that any point of
-# the first trajectory outweighs it, finite in float32.
-START_POTENTIAL = 1e30
 
 # Quantiles of each feature at which the mixture log-density is recorded (fixed points).
 DENSITY_QUANTILES = (0.1, 0.5, 0.9)
@@ -99,139 +90,6 @@ class Settings(NamedTuple):
     dense_mass: bool = False
     log_likelihood: bool = True
     progress_bar: bool | None = None
-
-
-# --------------------------------------------------------------------------- compiled pieces
-
-
-class _Kernel(NamedTuple):
-    """Jitted NUTS pieces for one model structure; arguments ``(X, w, prior)`` are traced."""
-
-    init: Any  # (z, rng_key, X, w, prior) -> HMCState, one chain
-    run: Any  # (state, X, w, prior) -> (state, stats of the CHUNK iterations), one chain
-    vinit: Any  # vmapped over chains
-    vrun: Any
-    pinit: Any  # pmapped over chains (one per device)
-    prun: Any
-
-
-def _bound_model(n_components: int, n_features: int, covariance_type: str):
-    return partial(
-        mixture_model,
-        n_components=n_components,
-        n_features=n_features,
-        covariance_type=covariance_type,
-    )
-
-
-@lru_cache(maxsize=32)
-def _kernel(
-    n_components: int,
-    n_features: int,
-    covariance_type: str,
-    num_warmup: int,
-    dense_mass: bool,
-    target_accept_prob: float,
-    max_tree_depth: int,
-) -> _Kernel:
-    # NumPyro's hmc() keeps the warm-up schedule in closure variables set by init_kernel, so a
-    # kernel pair serves exactly one num_warmup: it is part of the cache key.
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
-
-    model = _bound_model(n_components, n_features, covariance_type)
-
-    def potential_fn_gen(X, w, prior):
-        return partial(potential_energy, model, (X, w), {"prior": prior})
-
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-
-    def init(z, rng_key, X, w, prior):
-        # The start's potential is set high and its gradient to zero instead of computed: the
-        # gradient of the potential is the costliest piece to compile, and this program would
-        # hold a second copy of it. The first warm-up transition then moves away from the start
-        # (its trajectory's points all outweigh it) and every later state carries its true
-        # potential and gradient; warm-up draws are discarded.
-        dtype = jax.tree.leaves(z)[0].dtype
-        start = ParamInfo(z, jnp.asarray(START_POTENTIAL, dtype), jax.tree.map(jnp.zeros_like, z))
-        return init_kernel(
-            start,
-            num_warmup,
-            dense_mass=dense_mass,
-            target_accept_prob=target_accept_prob,
-            max_tree_depth=max_tree_depth,
-            model_args=(X, w, prior),
-            rng_key=rng_key,
-        )
-
-    def run(state, X, w, prior):
-        def step(s, _):
-            s = sample_kernel(s, model_args=(X, w, prior))
-            # The constrained draw is computed here, inside the sampling program, rather than by
-            # a program of its own afterwards.
-            params = constrain_fn(model, (X, w), {"prior": prior}, s.z)
-            stats = {
-                "params": params,
-                "potential_energy": s.potential_energy,
-                "energy": s.energy,
-                "num_steps": s.num_steps,
-                "accept_prob": s.accept_prob,
-                "diverging": s.diverging,
-                "step_size": s.adapt_state.step_size,
-            }
-            return s, stats
-
-        return jax.lax.scan(step, state, None, length=CHUNK)
-
-    batched = (0, 0, None, None, None)
-    return _Kernel(
-        init=jax.jit(init),
-        run=jax.jit(run),
-        vinit=jax.jit(jax.vmap(init, in_axes=batched)),
-        vrun=jax.jit(jax.vmap(run, in_axes=(0, None, None, None))),
-        pinit=jax.pmap(init, in_axes=batched),
-        prun=jax.pmap(run, in_axes=(0, None, None, None)),
-    )
-
-
-class _Transforms(NamedTuple):
-    unconstrain: Any  # (params, X, w, prior) -> z, one draw
-    constrain: Any  # (z (S, ...), X, w, prior, with_log_likelihood) -> (params, ll or None)
-    unconstrain_batch: Any  # (params (S, ...), X, w, prior) -> z (S, ...)
-    log_density_batch: Any  # (z (S, ...), X, w, prior) -> (S,)
-
-
-@lru_cache(maxsize=32)
-def _transforms(n_components: int, n_features: int, covariance_type: str):
-    """Jitted maps between constrained and unconstrained parameters, and the log-likelihood."""
-    from numpyro.infer.util import constrain_fn, log_likelihood, potential_energy, unconstrain_fn
-
-    model = _bound_model(n_components, n_features, covariance_type)
-
-    @jax.jit
-    def unconstrain(params, X, w, prior):
-        return unconstrain_fn(model, (X, w), {"prior": prior}, params)
-
-    @jax.jit
-    def unconstrain_batch(params, X, w, prior):
-        return jax.vmap(lambda p: unconstrain_fn(model, (X, w), {"prior": prior}, p))(params)
-
-    @jax.jit
-    def log_density_batch(z, X, w, prior):
-        """Minus the potential energy of draws z (n_draws, ...): log posterior density in z."""
-        return jax.vmap(lambda zi: -potential_energy(model, (X, w), {"prior": prior}, zi))(z)
-
-    @partial(jax.jit, static_argnames="with_log_likelihood")
-    def constrain(z, X, w, prior, with_log_likelihood: bool):
-        """Draws (n_draws, ...) of the sites, and their pointwise log-likelihood (or None)."""
-        params = constrain_fn(model, (X, w), {"prior": prior}, z, batch_ndims=1)
-        if not with_log_likelihood:
-            return params, None
-        # One draw at a time (lax.map inside): memory stays O(n_samples * n_components).
-        ll = log_likelihood(model, params, X, w, prior=prior, parallel=False)["obs"]
-        return params, ll
-
-    return _Transforms(unconstrain, constrain, unconstrain_batch, log_density_batch)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -308,14 +166,25 @@ def choose_chain_method(chain_method: str | None, num_chains: int) -> str:
     return chain_method
 
 
-def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, progress):
-    """Run all chains; returns stats with leading axes (chain, draw), warm-up dropped."""
+def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, progress, pair=None):
+    """Run all chains; returns stats with leading axes (chain, draw), warm-up dropped.
+
+    ``pair``: (init, run) compiled ahead of time for this method, or None (the jitted ones).
+    """
     n_iter = num_warmup + num_samples
     n_chunks = math.ceil(n_iter / CHUNK)
     first_kept_chunk = num_warmup // CHUNK
+    jitted = (kernel.init, kernel.run) if method == "sequential" else (kernel.vinit, kernel.vrun)
+    if method == "parallel":
+        jitted = (kernel.pinit, kernel.prun)
 
-    def loop(init_fn, run_fn, z0, key, chain):
-        state = init_fn(z0, key, *args)
+    def loop(fns, z0, key, chain):
+        init_fn, run_fn = fns
+        try:
+            state = init_fn(z0, key, *args)
+        except TypeError:  # arguments unlike those compiled ahead of time: jit compiles anew
+            init_fn, run_fn = jitted
+            state = init_fn(z0, key, *args)
         kept = []
         divergences = 0
         for c in range(n_chunks):
@@ -337,15 +206,14 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
             lambda a: np.take(a, np.arange(start, start + num_samples), axis=axis), joined
         )
 
+    fns = jitted if pair is None else pair
     if method == "sequential":
         per_chain = [
-            loop(kernel.init, kernel.run, {name: a[i] for name, a in starts.items()}, keys[i], i)
+            loop(fns, {name: a[i] for name, a in starts.items()}, keys[i], i)
             for i in range(keys.shape[0])
         ]
         return jax.tree.map(lambda *a: np.stack(a), *per_chain)
-    if method == "parallel":
-        return loop(kernel.pinit, kernel.prun, starts, keys, None)
-    return loop(kernel.vinit, kernel.vrun, starts, keys, None)
+    return loop(fns, starts, keys, None)
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -360,6 +228,7 @@ def sample_posterior(
     covariance_type: str,
     rng_key: jax.Array,
     settings: Settings,
+    compiled=None,
 ) -> xarray.DataTree:
     """Sample the posterior of a mixture's parameters with NUTS, from every reference.
 
@@ -374,9 +243,11 @@ def sample_posterior(
         float64: the distinct EM optima, best first. ``settings.num_chains`` chains start from
         each.
     covariance_type : str
-    rng_key : jax.Array
-        A PRNG key.
+    rng_key : jax.Array or ndarray
+        A PRNG key (typed, or raw uint32).
     settings : Settings
+    compiled : Future, optional
+        From :func:`precompile`: the (init, run) programs being compiled ahead of time.
 
     Returns
     -------
@@ -389,7 +260,13 @@ def sample_posterior(
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
     t_start = time.perf_counter()
     dtype = float_dtype()
-    args = (jnp.asarray(X, dtype), jnp.asarray(w, dtype), cast_prior(prior, dtype))
+    args = device_args(X, w, prior)
+    pair = None
+    if compiled is not None:
+        try:
+            pair = compiled.result()
+        except Exception:  # noqa: BLE001 - the jitted programs below compile it again, and
+            pair = None  # raise whatever error it has where it belongs
     n_effective = float(w.sum())
     tf = _transforms(k, d, ct)
     kernel = _kernel(
@@ -407,7 +284,7 @@ def sample_posterior(
             z_ref = tf.unconstrain({name: jnp.asarray(a, dtype) for name, a in ref.items()}, *args)
             starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, jitter_keys[r])
             chains = (kernel, s.chain_method, starts, chain_keys[r], args)
-            runs.append(_run_chains(*chains, s.num_warmup, s.num_samples, progress))
+            runs.append(_run_chains(*chains, s.num_warmup, s.num_samples, progress, pair))
         sampling_time = time.perf_counter() - t_sample
     finally:
         progress.close()
@@ -488,7 +365,7 @@ def sample_posterior(
     if report["message"]:
         warnings.warn(report["message"], MultimodalPosteriorWarning, stacklevel=3)
 
-    sample_stats = _sample_stats(out_stats, relabeled.reshape(shape), s.max_tree_depth)
+    sample_stats = _tree.sample_stats(out_stats, relabeled.reshape(shape), s.max_tree_depth)
     sample_stats["mode"] = draw_mode[pick].astype(np.int64)
     data: dict[str, dict[str, np.ndarray]] = {
         "posterior": posterior,
@@ -504,9 +381,9 @@ def sample_posterior(
     attrs = {
         "/": {
             "inference_library": "numpyro",
-            "inference_library_version": _version("numpyro"),
+            "inference_library_version": _tree.package_version("numpyro"),
             "sampler": "NUTS",
-            "bayesgmm_version": _version("bayesgmm"),
+            "bayesgmm_version": _tree.package_version("bayesgmm"),
             "n_components": k,
             "covariance_type": ct,
             "chain_method": s.chain_method,
@@ -533,7 +410,7 @@ def sample_posterior(
         },
         "sample_stats": {"relabeled_fraction": float(np.mean(relabeled))},
     }
-    return _to_datatree(data, k, d, n, ct, attrs, n_points=len(points))
+    return _tree.to_datatree(data, k, d, n, ct, attrs, n_points=len(points))
 
 
 def _numpy_seed(key) -> np.ndarray:
@@ -541,58 +418,3 @@ def _numpy_seed(key) -> np.ndarray:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return np.asarray(key, np.uint32).ravel()
-
-
-def _version(name: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _sample_stats(stats: dict, relabeled: np.ndarray, max_tree_depth: int) -> dict:
-    """ArviZ-named sample statistics, as ``arviz.from_numpyro`` names them."""
-    n_steps = np.asarray(stats["num_steps"])
-    tree_depth = np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1
-    return {
-        "lp": -np.asarray(stats["potential_energy"], np.float64),
-        "energy": np.asarray(stats["energy"], np.float64),
-        "acceptance_rate": np.asarray(stats["accept_prob"], np.float64),
-        "step_size": np.asarray(stats["step_size"], np.float64),
-        "n_steps": n_steps.astype(np.int64),
-        "tree_depth": tree_depth,
-        "reached_max_tree_depth": tree_depth >= max_tree_depth,
-        "diverging": np.asarray(stats["diverging"], bool),
-        "relabeled": relabeled,
-    }
-
-
-def _to_datatree(data: dict, k: int, d: int, n: int, ct: str, attrs: dict, n_points: int = 0):
-    """The DataTree of ``data`` (group -> variables); dims and coords by variable name."""
-    from arviz_base import from_dict
-
-    cov_dims = {
-        "full": ["component", "feature", "feature_"],
-        "tied": ["feature", "feature_"],
-        "diag": ["component", "feature"],
-        "spherical": ["component"],
-    }[ct]
-    dims = {
-        "weights": ["component"],
-        "means": ["component", "feature"],
-        "covariances": cov_dims,
-        # observed_data.obs is (obs_id, feature); log_likelihood.obs drops the event dimension.
-        "obs": ["obs_id", "feature"],
-        "sample_weight": ["obs_id"],
-        "log_density_at": ["point"],
-    }
-    coords = {
-        "component": np.arange(k),
-        "feature": np.arange(d),
-        "feature_": np.arange(d),
-        "obs_id": np.arange(n),
-        "point": np.arange(n_points),
-    }
-    return from_dict(data, dims=dims, coords=coords, attrs=attrs, save_warmup=False)
