@@ -7,14 +7,20 @@ user-facing classes.
 The sampler is NumPyro's NUTS kernel (``numpyro.infer.hmc.hmc(algo="NUTS")``, the kernel behind
 ``numpyro.infer.NUTS``) driven by a small compiled loop, BlackJAX style: a jitted ``init`` that
 builds the first state of a chain, and a jitted ``run`` that advances it a fixed number of
-iterations (a chunk) and returns the per-iteration statistics. The potential is that of
-:func:`bayesgmm.model.mixture_model`, the one NumPyro declaration that ``Mixture.model`` binds, with
-the data and the prior passed as arguments rather than baked into the compiled code.
+iterations (a chunk) and returns the constrained draws and per-iteration statistics (both in
+:mod:`bayesgmm._nuts_compiled`). The potential is that of :func:`bayesgmm.model.mixture_model`, the
+one NumPyro declaration that ``Mixture.model`` binds, with the data and the prior passed as
+arguments rather than baked into the compiled code.
 
 Why not ``numpyro.infer.MCMC``? On a CPU its set-up runs the model and the first NUTS state op by op
 (hundreds of small XLA compilations) and recompiles on every call. Here each piece compiles once
 per process and structure (number of components, dimension, covariance type, ``num_warmup``,
-tuning options); a later call on data of the same shape starts sampling at once.
+tuning options); a later call on data of the same shape starts sampling at once. On a first call
+the front end starts compiling ``init`` and ``run`` in a worker thread before it runs the
+reference EM fits, so the two overlap; ``init`` holds no gradient (the start's potential is set
+high, so the first warm-up transition leaves it), the draws are constrained inside ``run``, and
+the keys, the jitter, the log-likelihood and the log prior are NumPy work rather than programs
+of their own.
 
 Chains. ``chain_method="parallel"`` runs one chain per device with ``jax.pmap``; ``"sequential"``
 runs chains one after another through the same compiled code, ``"vectorized"`` under ``jax.vmap``

@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 CHILD = r"""
@@ -94,6 +95,7 @@ first = run(0)
 first["wall_including_import"] = time.perf_counter() - t_start
 first["cpu_including_import"] = time.process_time()
 repeat = run(1)
+first["module"] = bg.__file__
 print("RESULT " + json.dumps({"first": first, "repeat": repeat}))
 """
 
@@ -120,6 +122,9 @@ def bench(which: str, args) -> dict:
         text=True,
         env=env,
         check=True,
+        # Not the repository root: ``python -c`` puts the working directory first on sys.path,
+        # which would shadow --code.
+        cwd=tempfile.gettempdir(),
     )
     cpu1 = os.times()
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
