@@ -152,6 +152,14 @@ def advance(
     keep = state.stop | singular
     params = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state.params, new)
     converged = jnp.abs(obj - state.objective) < cfg.tol * stats.weight
+    # A cycle: the objective is back at its value of two iterations ago (rounding in the M-step
+    # of ill-conditioned covariances can make EM alternate at the limit of the precision). Stop,
+    # not converged; the driver warns.
+    back = state.history[jnp.maximum(state.n_iter - 2, 0)]
+    # Alternation at the last digits is round-off at a fixed point, for ``tol`` to judge.
+    beyond_roundoff = jnp.abs(obj - state.objective) > 1e3 * jnp.finfo(obj.dtype).eps * jnp.abs(obj)
+    cycling = (state.n_iter >= 2) & (obj == back) & beyond_roundoff
+    converged = converged & ~cycling
     n_iter = state.n_iter + jnp.where(state.stop, 0, 1).astype(jnp.int32)
     return EMState(
         params,
@@ -160,7 +168,7 @@ def advance(
         history,
         jnp.where(state.stop, state.converged, converged & ~singular),
         jnp.where(state.stop, state.singular, singular),
-        state.stop | converged | singular | (n_iter >= max_iter),
+        state.stop | converged | singular | cycling | (n_iter >= max_iter),
         state.stop,
         stats.loglik,
     )
@@ -174,9 +182,12 @@ def em_step(
     covariance_type: str,
     max_iter: int,
     block_size: int,
+    centred: bool = False,
 ) -> EMState:
     """One E-step and, unless ``state.stop``, one M-step (see :func:`advance`)."""
-    stats, ref = e_step(Xt, sample_weight, block_size, state.params, covariance_type)
+    stats, ref = e_step(
+        Xt, sample_weight, block_size, state.params, covariance_type, centred=centred
+    )
     return advance(state, stats, ref, cfg, covariance_type, max_iter)
 
 
@@ -237,6 +248,9 @@ class FitStatic(NamedTuple):
     # candidate runs on (the fitting driver); False: every restart runs to the end and all are
     # returned (the sampler's reference fits want every mode).
     short_restarts: bool = False
+    # float64 only: centre the rows on every component instead of expanding the quadratic forms
+    # (see bayesgmm.stats), for components too far apart for the expansion's cancellation.
+    centred: bool = False
 
     @property
     def single(self) -> bool:
@@ -316,10 +330,14 @@ def _over_fits(fn, single: bool):
 SHORT_EM_ITERS = 20
 
 
-def _loop(Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size) -> EMState:
+def _loop(
+    Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size, centred=False
+) -> EMState:
     return jax.lax.while_loop(
         lambda s: ~s.done,
-        lambda s: em_step(s, Xt, sample_weight, cfg, covariance_type, max_iter, block_size),
+        lambda s: em_step(
+            s, Xt, sample_weight, cfg, covariance_type, max_iter, block_size, centred
+        ),
         state,
     )
 
@@ -345,6 +363,7 @@ def _prepare(
             covariance_type=static.covariance_type,
             max_iter=short,
             block_size=static.block_size,
+            centred=static.centred,
         )
         states = jax.vmap(jax.vmap(run))(cfg, state)
         ok = ~states.singular & jnp.isfinite(states.objective)
@@ -386,7 +405,14 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
 
     def run(cfg, state):
         state = _loop(
-            Xt, sample_weight, cfg, state, covariance_type, static.max_iter, static.block_size
+            Xt,
+            sample_weight,
+            cfg,
+            state,
+            covariance_type,
+            static.max_iter,
+            static.block_size,
+            static.centred,
         )
         return finish(state, cfg, covariance_type)
 
@@ -420,7 +446,7 @@ _prepare_jit = bounded_jit(_prepare, static_argnames=("static",))
 
 
 def _share_e_step(
-    Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single
+    Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single, centred
 ):
     """E-step statistics (and reference points) of one thread's share of the row blocks."""
     n_blocks = -(-Xt.shape[1] // block_size)
@@ -428,13 +454,16 @@ def _share_e_step(
     blocks = thread + n_threads * jnp.arange(-(-n_blocks // n_threads), dtype=jnp.int32)
 
     def one(params):
-        return e_step(Xt, sample_weight, block_size, params, covariance_type, blocks=blocks)
+        return e_step(
+            Xt, sample_weight, block_size, params, covariance_type, blocks=blocks, centred=centred
+        )
 
     return _over_fits(one, single)(params)
 
 
 _share_e_step_jit = bounded_jit(
-    _share_e_step, static_argnames=("covariance_type", "block_size", "n_threads", "single")
+    _share_e_step,
+    static_argnames=("covariance_type", "block_size", "n_threads", "single", "centred"),
 )
 
 
@@ -472,6 +501,7 @@ def _fit_threaded(
         block_size=static.block_size,
         n_threads=n_threads,
         single=single,
+        centred=static.centred,
     )
     with ThreadPoolExecutor(n_threads) as pool:
         done, first = False, True
