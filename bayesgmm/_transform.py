@@ -107,6 +107,23 @@ def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:
     return Transform(shift, scale)
 
 
+def transform_of_moments(mean: np.ndarray, variance: np.ndarray, name: str = "X") -> Transform:
+    """:func:`fit_transform`'s shift and scale from the data's weighted mean and variances (D,)
+    computed elsewhere (a streamed pass, :mod:`bayesgmm.stream`): the same definitions."""
+    std = np.sqrt(np.maximum(np.asarray(variance, np.float64), 0.0))
+    limit = np.sqrt(np.finfo(np.float64).max)
+    if not np.all(std < limit):
+        j = int(np.argmax(np.where(np.isfinite(std), std, np.inf)))
+        raise ValueError(
+            f"{name} overflows: column {j} has a standard deviation of {std[j]:.3g}, whose "
+            "square (its variance) exceeds the float64 range. Rescale it (e.g. divide it by a "
+            "power of ten) before fitting."
+        )
+    positive = std[std > 0]
+    scale = float(_pow2(np.exp(np.mean(np.log(positive))))) if positive.size else 1.0
+    return Transform(np.asarray(mean, np.float64), scale)
+
+
 def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarray:
     """``(X - shift) / scale`` as columns, shape (D, n), in ``dtype``: the fits' layout.
 

@@ -533,9 +533,10 @@ class FitResult:
         ).astype(dtype)
 
     def score(self, X: ArrayLike) -> float:
-        """Mean log-likelihood per sample (finite for finite X)."""
+        """Mean log-likelihood per sample (finite for finite X; over every process's rows for
+        ``shard_rows`` data, a collective)."""
         lp = np.asarray(self.score_samples(X), np.float64)
-        return float(np.sum(lp / lp.shape[0]))
+        return stream.global_mean(float(np.sum(lp / max(lp.shape[0], 1))), lp.shape[0], X)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Posterior component probabilities (responsibilities): shape (n_samples, n_components)."""
@@ -550,12 +551,13 @@ class FitResult:
 
         For MAP fits the log-likelihood is taken at the MAP estimate, as mclust does.
         """
-        total, n = total_of(self.score_samples(X))  # also for sources, in chunks
+        # In chunks for sources; over every process's rows for shard_rows data.
+        total, n = stream.process_total(*total_of(self.score_samples(X)), X)
         return clamp(-2 * total + self.n_parameters * np.log(n))
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion (lower is better)."""
-        total, _ = total_of(self.score_samples(X))
+        total, _ = stream.process_total(*total_of(self.score_samples(X)), X)
         return clamp(-2 * total + 2 * self.n_parameters)
 
     def sample(self, n_samples: int = 1, rng_key: int | Array = 0) -> tuple[np.ndarray, np.ndarray]:

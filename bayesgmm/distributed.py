@@ -201,10 +201,48 @@ def is_sharded(X: Any) -> bool:
 
 
 def local_rows(arr: jax.Array) -> np.ndarray:
-    """The rows of a sharded array that hold data (padding removed), on one process."""
-    if n_processes() > 1:
-        raise ValueError(
-            "Scoring a sharded array needs all its rows on this process; with several processes, "
-            "score each process's own rows (the array passed to shard_rows) instead."
-        )
-    return np.asarray(arr)[np.asarray(row_mask(arr)) > 0]
+    """This process's rows of a sharded array that hold data (padding removed), in row order.
+
+    On one process these are all the rows; with several, the rows this process passed to
+    :func:`shard_rows` (its addressable shards, one copy of each).
+    """
+    mask = row_mask(arr)
+    if n_processes() == 1:
+        return np.asarray(arr)[np.asarray(mask) > 0]
+
+    def pieces(a):
+        shards = [s for s in a.addressable_shards if s.replica_id == 0]
+        return [np.asarray(s.data) for s in sorted(shards, key=lambda s: s.index[0].start or 0)]
+
+    rows = [x[m > 0] for x, m in zip(pieces(arr), pieces(mask), strict=True)]
+    return np.concatenate(rows)
+
+
+def _spread(X: Any) -> bool:
+    """Whether ``X`` holds this process's share of rows spread over several processes."""
+    return n_processes() > 1 and (isinstance(X, ShardedSource) or is_sharded(X))
+
+
+def process_total(total: float, n: int, X: Any) -> tuple[float, int]:
+    """A sum over rows and their count, over every process's rows when ``X`` is spread over
+    processes (from :func:`shard_rows`; a collective that every process calls), else as given.
+    The same bits on every process."""
+    if not _spread(X):
+        return total, n
+    with np.errstate(over="ignore"):  # the caller clamps
+        out = process_sum(np.array([total, n], np.float64))
+    return float(out[0]), int(out[1])
+
+
+def global_mean(mean: float, n: int, X: Any) -> float:
+    """The mean over every process's rows of this process's ``mean`` of ``n`` rows, when ``X``
+    is spread over processes (a collective), else ``mean``; each process's mean is weighted by
+    its share of the rows (no sum that could overflow)."""
+    if not _spread(X):
+        return mean
+    both = allgather(np.array([mean, n], np.float64))
+    share = both[:, 1] / np.sum(both[:, 1])
+    out = 0.0
+    for m, f in zip(both[:, 0], share, strict=True):  # a fixed order: the same bits everywhere
+        out += float(m * f) if f > 0 else 0.0
+    return out

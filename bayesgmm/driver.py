@@ -236,10 +236,10 @@ def fit_candidates(
     for (members, _, _), out in zip(jobs, outs, strict=True):
         for i, c in enumerate(members):
             k = n_components[c]
-            best = _best_restart(out, covariance_type, reg_covar, i, k, priors[c])
+            best = best_restart(out, covariance_type, reg_covar, i, k, priors[c])
             if not isinstance(best, str):
                 _warn_if_cycled(best, max_iter)
-                best = _to_data_units(best, t, d, covariance_type, factor, total)
+                best = to_data_units(best, t, d, covariance_type, factor, total)
             results[c] = best
     return results
 
@@ -381,7 +381,7 @@ def _working_weights(sample_weight: np.ndarray, prior, dtype) -> tuple[np.ndarra
     return w.astype(dtype), 1.0
 
 
-def _to_data_units(
+def to_data_units(
     out: Outcome, t: Transform, d: int, covariance_type: str, factor: float, weight: float
 ) -> Outcome:
     """The log-likelihood, objective and history of the data as given (see _transform)."""
@@ -393,9 +393,12 @@ def _to_data_units(
     return out._replace(log_likelihood=ll, objective=obj, history=history, transform=t)
 
 
-def _best_restart(
+def best_restart(
     out: em.FitOutput, covariance_type: str, reg_covar: float, c: int, k: int, prior
 ) -> Outcome | str:
+    """Candidate ``c``'s best restart of ``out`` (the in-memory and the streamed drivers'), or
+    the message of a fit whose every restart ended singular (restarts that did are dropped with
+    a warning)."""
     ok = ~out.singular[c] & np.isfinite(out.objective[c])
     if not np.any(ok):
         return singular_message(reg_covar, int(out.n_iter[c][0]), prior is not None)

@@ -31,7 +31,7 @@ from .priors import PriorParams, log_prior
 from .stats import SuffStats, e_step, sum_blocks
 
 # A covariance pivot below (this * eps)^2 times the data variance is numerically singular.
-_SINGULAR_FACTOR = 100.0
+SINGULAR_FACTOR = 100.0
 
 
 class EMState(NamedTuple):
@@ -78,7 +78,7 @@ def cancellation_floor(stats: SuffStats, covariance_type: str) -> Array:
     shift2 = (stats.s1 / nk[:, None]) ** 2
     if covariance_type == "tied":
         shift2 = stats.nk @ shift2 / jnp.sum(nk)
-    return _SINGULAR_FACTOR * jnp.finfo(stats.s1.dtype).eps * shift2
+    return SINGULAR_FACTOR * jnp.finfo(stats.s1.dtype).eps * shift2
 
 
 def is_singular(
@@ -286,7 +286,7 @@ def _start(
     # Block by block: (Xt - mean)^2 of all the data would be a data-sized temporary.
     var = sum_blocks(Xt, w, static.block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
     eps = jnp.finfo(Xt.dtype).eps
-    threshold = (_SINGULAR_FACTOR * eps) ** 2 * var
+    threshold = (SINGULAR_FACTOR * eps) ** 2 * var
     k_max, covariance_type = static.n_components, static.covariance_type
 
     def one(k_active, prior, key):

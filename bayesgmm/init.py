@@ -66,7 +66,7 @@ def kmeans_plusplus(rng_key: Array, Xt: Array, w: Array, n_components: int) -> A
     return centers
 
 
-def _nearest(xt: Array, centers: Array, active: Array) -> Array:
+def nearest(xt: Array, centers: Array, active: Array) -> Array:
     """One-hot (K, B) of the nearest active centre of each column of ``xt`` (D, B).
 
     ``|x - c_k|^2`` is ranked through ``2 c_k . x - |c_k|^2``, one matrix product per block, with
@@ -79,10 +79,10 @@ def _nearest(xt: Array, centers: Array, active: Array) -> Array:
     return jax.nn.one_hot(labels, centers.shape[0], dtype=xt.dtype, axis=0)
 
 
-def _nearest_resp_fn(centers: Array, active: Array):
+def nearest_resp_fn(centers: Array, active: Array):
     def resp_fn(xt, xk, i):
         del xk, i
-        return _nearest(xt, centers, active), jnp.zeros(xt.shape[1], xt.dtype)
+        return nearest(xt, centers, active), jnp.zeros(xt.shape[1], xt.dtype)
 
     return resp_fn
 
@@ -98,7 +98,7 @@ def lloyd(Xt: Array, w: Array, block_size: int, centers: Array, active: Array) -
         it, c, _ = carry
 
         def block_fn(xt, wb, i):
-            one_hot = _nearest(xt, c, active) * wb[None, :]
+            one_hot = nearest(xt, c, active) * wb[None, :]
             return jnp.sum(one_hot, axis=1), one_hot @ xt.T
 
         nk, sums = sum_blocks(Xt, w, block_size, block_fn)
@@ -131,13 +131,13 @@ def initial_params(
         centers = kmeans_plusplus(rng_key, Xt, w, n_components)
         if init == "kmeans":
             centers = lloyd(Xt, w, block_size, centers, active)
-        resp_fn = _nearest_resp_fn(centers, active)
+        resp_fn = nearest_resp_fn(centers, active)
     elif init == "random_from_data":
         # K distinct rows among those with positive weight (Gumbel top-k).
         noise = jax.random.gumbel(rng_key, w.shape, w.dtype)
         _, idx = jax.lax.top_k(jnp.where(w > 0, noise, -jnp.inf), n_components)
         centers = Xt[:, idx].T
-        resp_fn = _nearest_resp_fn(centers, active)
+        resp_fn = nearest_resp_fn(centers, active)
     elif init == "random":
         centers = jnp.zeros((n_components, Xt.shape[0]), Xt.dtype)
 

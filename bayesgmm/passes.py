@@ -31,7 +31,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import distributed as dist
-from .sources import ArraySource, choose_chunk_size, prefetch
+from ._compile import bounded_jit
+from .sources import ArraySource, Centring, choose_chunk_size, prefetch
 
 
 class Job(NamedTuple):
@@ -49,8 +50,10 @@ def _add_piece(acc, xt, w, index, operand, fn, static):
 # cost more compile time than they save (as for the compiled driver's tiny problems).
 TINY_PIECE = 2**14
 UNOPTIMIZED = {"xla_backend_optimization_level": 0}
-_add_piece_optimized = jax.jit(_add_piece, static_argnames=("fn", "static"))
-_add_piece_unoptimized = jax.jit(
+# Under the bounded program cache (bayesgmm._compile): one program per job function, static
+# settings and chunk shape, dropped least recently used first.
+_add_piece_optimized = bounded_jit(_add_piece, static_argnames=("fn", "static"))
+_add_piece_unoptimized = bounded_jit(
     _add_piece, static_argnames=("fn", "static"), compiler_options=UNOPTIMIZED
 )
 
@@ -86,21 +89,24 @@ class StreamRows:
     def __init__(self, source: ArraySource, weight, chunk_size: int | None, dtype) -> None:
         self.source, self.weight, self.dtype = source, weight, np.dtype(dtype)
         self.n_features = source.n_features
-        self.chunk_size = choose_chunk_size(
-            chunk_size, source.n_rows, self.n_features, self.dtype.itemsize
-        )
-        self.n_local = source.n_rows
-        self.n_total = dist.check_same_width(source.n_rows, self.n_features, source.name)
         # Worker threads: the cores on a CPU (see run), one per device otherwise.
         cpu = jax.default_backend() == "cpu"
         self.n_workers = min(_cores(), MAX_WORKERS) if cpu else 1
+        self.chunk_size = choose_chunk_size(
+            chunk_size, source.n_rows, self.n_features, self.dtype.itemsize, self.n_workers
+        )
+        self.n_local = source.n_rows
+        self.n_total = dist.check_same_width(source.n_rows, self.n_features, source.name)
+        # How the rows are centred and scaled as they are read (set by the driver).
+        self.centring: Centring | None = None
 
     def first_row(self) -> np.ndarray:
         """Process 0's first row (the same on every process)."""
         return dist.allgather(self.source.read(0, 1)[0].astype(self.dtype))[0]
 
     def run(self, jobs: list[Job], take: np.ndarray | None = None):
-        """Every job's sums over all the rows; and the rows ``take`` (local indices) if given.
+        """Every job's sums over all the rows; and the rows ``take`` (local indices) if given,
+        (n, D) in the working dtype, centred and scaled by ``centring`` as the jobs see them.
 
         Chunk ``i`` goes to worker thread ``i % n_workers``, which adds it to its own sums: XLA
         runs one program on one core, and programs started from separate threads run in
@@ -125,7 +131,12 @@ class StreamRows:
         pools = [ThreadPoolExecutor(1) for _ in range(n_workers)]
         pending: list[Any] = [None] * n_workers
         chunks = prefetch(
-            self.source, self.weight, self.chunk_size, self.dtype, transfer=_to_device
+            self.source,
+            self.weight,
+            self.chunk_size,
+            self.dtype,
+            transfer=_to_device,
+            centring=self.centring,
         )
         # closing: an error in a worker stops the prefetch thread too.
         with contextlib.closing(chunks), contextlib.ExitStack() as stack:
@@ -175,26 +186,32 @@ def _cores() -> int:
 
 
 def _to_device(xt: np.ndarray, w: np.ndarray):
-    return jax.device_put(xt), jax.device_put(w)
+    # Each chunk has buffers of its own that nothing writes to afterwards: a CPU device may use
+    # them in place (aligned, see bayesgmm.sources) instead of copying the rows once more.
+    return jax.device_put(xt, may_alias=True), jax.device_put(w, may_alias=True)
 
 
-def _sharded_call(xt, w, operand, fn, static, mesh, axis):
-    def local(xt, w, operand):
+def _sharded_call(xt, w, operand, centre, fn, static, mesh, axis):
+    def local(xt, w, operand, centre):
+        if centre is not None:  # (hi, lo, 1 / scale): see Centring.split
+            xt = ((xt - centre[0][:, None]) - centre[1][:, None]) * centre[2]
         sums, keep = fn(xt, w, jax.lax.axis_index(axis), operand, static)
         return jax.lax.psum(sums, axis), keep
 
     return jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(P(None, axis), P(axis), P()),
+        in_specs=(P(None, axis), P(axis), P(), P()),
         out_specs=(P(), P()),
         check_vma=False,
-    )(xt, w, operand)
+    )(xt, w, operand, centre)
 
 
 _STATIC = ("fn", "static", "mesh", "axis")
-_sharded_optimized = jax.jit(_sharded_call, static_argnames=_STATIC)
-_sharded_unoptimized = jax.jit(_sharded_call, static_argnames=_STATIC, compiler_options=UNOPTIMIZED)
+_sharded_optimized = bounded_jit(_sharded_call, static_argnames=_STATIC)
+_sharded_unoptimized = bounded_jit(
+    _sharded_call, static_argnames=_STATIC, compiler_options=UNOPTIMIZED
+)
 
 
 def _local_value(a):
@@ -202,7 +219,7 @@ def _local_value(a):
     return np.asarray(a.addressable_data(0))
 
 
-@partial(jax.jit, static_argnames=("dtype", "mesh", "axis"))
+@partial(bounded_jit, static_argnames=("dtype", "mesh", "axis"))
 def _columns(x, dtype, mesh, axis):
     """The rows as columns (see bayesgmm.stats), sharded by column, in the working dtype."""
     x = x[:, None] if x.ndim == 1 else x
@@ -210,7 +227,7 @@ def _columns(x, dtype, mesh, axis):
     return jax.lax.with_sharding_constraint(xt, NamedSharding(mesh, P(None, axis)))
 
 
-@partial(jax.jit, static_argnames=("dtype", "mesh", "axis"))
+@partial(bounded_jit, static_argnames=("dtype", "mesh", "axis"))
 def _masked(w, mask, dtype, mesh, axis):
     return jax.lax.with_sharding_constraint((w * mask).astype(dtype), NamedSharding(mesh, P(axis)))
 
@@ -223,7 +240,7 @@ class ShardedRows:
         sharding = X.sharding
         self.mesh, self.axis = sharding.mesh, sharding.spec[0]
         self.n_features = 1 if X.ndim == 1 else X.shape[1]
-        self.Xt = _columns(X, self.dtype, self.mesh, self.axis)
+        self.Xt = _columns(X, dtype=self.dtype, mesh=self.mesh, axis=self.axis)
         mask = dist.row_mask(X)
         self.n_local = int(sum(np.sum(np.asarray(s.data)) for s in mask.addressable_shards))
         self.n_total = int(dist.allgather(np.array([self.n_local]))[:, 0].sum())
@@ -233,8 +250,10 @@ class ShardedRows:
             w = weight
         else:
             w = self._local_weights(weight, X.shape[0])
-        self.w = _masked(w, mask, self.dtype, self.mesh, self.axis)
+        self.w = _masked(w, mask, dtype=self.dtype, mesh=self.mesh, axis=self.axis)
         self._mask = mask
+        # Rows are centred and scaled on the devices, in every pass (set by the driver).
+        self.centring: Centring | None = None
 
     def _local_weights(self, weight, n_global: int) -> jax.Array:
         w = np.asarray(weight, np.float64)
@@ -255,11 +274,13 @@ class ShardedRows:
         per_device = self.Xt.shape[1] // len(self.mesh.devices.flat)
         tiny = per_device * self.n_features <= TINY_PIECE
         call = _sharded_unoptimized if tiny else _sharded_optimized
+        centre = None if self.centring is None else self.centring.split(self.dtype)
         for job in jobs:
             sums, keep = call(
                 self.Xt,
                 self.w,
                 job.operand,
+                centre,
                 fn=job.fn,
                 static=job.static,
                 mesh=self.mesh,
@@ -291,6 +312,9 @@ class ShardedRows:
         d = self.n_features
         rows_a = np.concatenate(rows) if rows else np.zeros((0, d), self.dtype)
         w_a = np.concatenate(wts) if wts else np.zeros(0, self.dtype)
+        if self.centring is not None:  # the rows as the passes see them
+            hi, lo, inv = self.centring.split(self.dtype)
+            rows_a = ((rows_a - hi) - lo) * inv
         return dist.gather_rows(rows_a, w_a)
 
     def sample(self, rng: np.random.Generator, m: int) -> np.ndarray:

@@ -129,12 +129,37 @@ def check_chunk_size(chunk_size) -> int | None:
     return int(chunk_size)
 
 
-def choose_chunk_size(chunk_size: int | None, n_rows: int, n_features: int, itemsize: int) -> int:
-    """Rows per chunk: ``chunk_size`` if given (at most ``n_rows``), else about CHUNK_BYTES."""
+def choose_chunk_size(
+    chunk_size: int | None, n_rows: int, n_features: int, itemsize: int, n_workers: int = 1
+) -> int:
+    """Rows per chunk: ``chunk_size`` if given (at most ``n_rows``), else about CHUNK_BYTES.
+
+    The default is balanced: the rows are cut into equal chunks (no chunk is mostly padding),
+    as many as a multiple of ``n_workers`` (each worker gets the same number of chunks), none
+    larger than CHUNK_BYTES. A given ``chunk_size`` is kept as it is (errors name its rows).
+    """
     chunk_size = check_chunk_size(chunk_size)
-    if chunk_size is None:
-        chunk_size = max(CHUNK_BYTES // ((n_features + 1) * itemsize), 1)
-    return int(min(chunk_size, n_rows))
+    if chunk_size is not None:
+        return int(min(chunk_size, n_rows))
+    limit = max(CHUNK_BYTES // ((n_features + 1) * itemsize), 1)
+    count = math.ceil(n_rows / limit)
+    count = min(math.ceil(count / n_workers) * n_workers, n_rows)
+    return math.ceil(n_rows / count)
+
+
+# Rows transposed at a time while a chunk is laid out as columns: a tile that stays in the
+# cache (a strided transpose of a whole chunk is several times slower).
+_TRANSPOSE_ROWS = 4096
+# Alignment of a chunk's buffer, so that the device can use it without a copy.
+_ALIGN = 64
+
+
+def _aligned_zeros(shape: tuple[int, int], dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    nbytes = shape[0] * shape[1] * dtype.itemsize
+    raw = np.zeros(nbytes + _ALIGN, np.uint8)
+    offset = -raw.ctypes.data % _ALIGN
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def _weights(weight: Any, start: int, stop: int) -> np.ndarray:
@@ -150,19 +175,81 @@ def _weights(weight: Any, start: int, stop: int) -> np.ndarray:
     return w
 
 
+class Centring(NamedTuple):
+    """``y = (x - shift) / scale``, applied to the rows on the host as they are read, before
+    they are cast to the working dtype (see bayesgmm._transform): so rows far from the origin
+    keep their digits."""
+
+    shift: np.ndarray  # shape=(D,), float64
+    scale: float  # a power of two: dividing by it is exact
+
+    def split(self, dtype) -> tuple[np.ndarray, np.ndarray, Any]:
+        """``(hi, lo, 1 / scale)`` in ``dtype`` with ``hi + lo`` the shift to about eps^2:
+        ``(x - hi) - lo`` centres rows of ``dtype`` (near the shift ``x - hi`` is exact) as
+        accurately as float64 arithmetic followed by the cast."""
+        dtype = np.dtype(dtype)
+        hi = np.asarray(self.shift, np.float64).astype(dtype)
+        lo = (np.asarray(self.shift, np.float64) - hi).astype(dtype)
+        return hi, lo, dtype.type(1.0 / self.scale)
+
+
+def _tile_map(rows_dtype: np.dtype, dtype: np.dtype, centring: Centring | None):
+    """The map applied to each tile of rows before the cast to ``dtype``."""
+    if centring is None:
+        return lambda r: r
+    # Floating rows are centred in the more precise of their own and the working precision,
+    # integers in float64.
+    compute = np.promote_types(rows_dtype, dtype) if rows_dtype.kind == "f" else np.float64
+    hi, lo, inv = centring.split(compute)
+    buf = np.empty((_TRANSPOSE_ROWS, len(hi)), compute)  # in place: no temporaries per tile
+
+    def centre(r):
+        y = buf[: len(r)]
+        np.subtract(r, hi, out=y, casting="unsafe")
+        if np.any(lo):
+            np.subtract(y, lo, out=y)
+        if inv != 1:
+            np.multiply(y, inv, out=y)
+        return y
+
+    return centre
+
+
 def make_chunk(
-    source: ArraySource, weight: Any, start: int, stop: int, chunk_size: int, dtype
+    source: ArraySource,
+    weight: Any,
+    start: int,
+    stop: int,
+    chunk_size: int,
+    dtype,
+    centring: Centring | None = None,
 ) -> Chunk:
-    """Rows ``[start, stop)`` checked for NaN and infinity, as padded columns of ``dtype``."""
+    """Rows ``[start, stop)`` checked for NaN and infinity, as padded columns of ``dtype``,
+    centred and scaled by ``centring`` if given (then also checked against overflow)."""
+    dtype = np.dtype(dtype)
     rows = source.read(start, stop)
-    xt = np.zeros((source.n_features, chunk_size), dtype)
-    xt[:, : stop - start] = rows.T
-    if not np.isfinite(np.sum(xt)) and not np.all(np.isfinite(xt)):
+    xt = _aligned_zeros((source.n_features, chunk_size), dtype)
+    n = stop - start
+    tile = _tile_map(rows.dtype, dtype, centring)
+    for a in range(0, n, _TRANSPOSE_ROWS):
+        b = min(a + _TRANSPOSE_ROWS, n)
+        xt[:, a:b] = tile(rows[a:b]).T
+    hi, lo = xt.max(), xt.min()  # NaN propagates
+    if not (np.isfinite(hi) and np.isfinite(lo)):
         bad = np.flatnonzero(~np.all(np.isfinite(xt[:, : stop - start]), axis=0))
         raise ValueError(
             f"{source.name} contains NaN or infinite values in rows {start} to {stop - 1} "
             f"(first at row {start + int(bad[0]) if len(bad) else start}); remove or impute them "
             "first."
+        )
+    # Squares and their sums must stay finite (as for the in-memory fits, bayesgmm._transform).
+    limit = np.sqrt(np.finfo(dtype).max / 1e4)
+    if centring is not None and not max(hi, -lo) < limit:
+        raise ValueError(
+            f"{source.name} overflows {dtype.name}: after centring and scaling, rows {start} to "
+            f"{stop - 1} hold a value {max(hi, -lo):.3g} (scaled) units from the data mean, "
+            f"whose square exceeds the {dtype.name} range. Remove the outlier"
+            + (" or use float64." if dtype == np.float32 else ".")
         )
     w = np.zeros(chunk_size, dtype)
     w[: stop - start] = 1.0 if weight is None else _weights(weight, start, stop)
@@ -187,13 +274,14 @@ def prefetch(
     dtype,
     depth: int = 1,
     transfer: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]] | None = None,
+    centring: Centring | None = None,
 ) -> Iterator[Chunk]:
     """The chunks of ``source`` in order, each read by a background thread ahead of its use.
 
     At most ``depth`` chunks wait in the queue (plus the one being read), which bounds the
     memory. An error while reading (NaN, a changed source) is raised here, at the chunk where it
     happened; closing the iterator early stops the thread. ``transfer(xt, w)``, if given, moves
-    a chunk to the device in the thread too.
+    a chunk to the device in the thread too; ``centring`` centres and scales the rows.
     """
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -210,7 +298,7 @@ def prefetch(
     def work() -> None:
         try:
             for a, b in chunk_bounds(source.n_rows, chunk_size):
-                chunk = make_chunk(source, weight, a, b, chunk_size, dtype)
+                chunk = make_chunk(source, weight, a, b, chunk_size, dtype, centring)
                 if transfer is not None:
                     xt, w = transfer(*chunk.host)
                     chunk = chunk._replace(xt=xt, w=w)

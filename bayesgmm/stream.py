@@ -15,9 +15,13 @@ together under ``vmap`` (as in the compiled driver), and every covariance type o
 
 Passes of a fit:
 
-1. Data moments (one K=1 pass about process 0's first row: the mean and covariance behind the
-   default prior and the singularity threshold) while a uniform sample of at most
-   ``SAMPLE_ROWS`` rows is collected across the chunks and processes.
+1. Data moments (one K=1 pass about process 0's first row, subtracted on the host before the
+   cast to the working dtype: the mean and covariance behind the default prior, the
+   singularity threshold and the transformation of :mod:`bayesgmm._transform`) while a uniform
+   sample of at most ``SAMPLE_ROWS`` rows is collected across the chunks and processes. Every
+   later pass centres and scales the rows by that transformation as they are read (on the
+   devices for sharded arrays), and parameters, prior, ``reg_covar`` and the log-likelihood are
+   mapped as for an in-memory fit.
 2. Starting values (unless ``init_params``): k-means++ (and Lloyd's iterations for ``"kmeans"``)
    on the sample in memory, then, when the sample is not all the data, Lloyd's iterations as
    passes over the data (at most ``LLOYD_PASSES``), then one pass for the M-step from the
@@ -36,15 +40,27 @@ import numpy as np
 
 from . import _validation as v
 from . import distributed as dist
-from .driver import Outcome, _best_restart, key_on_host
-from .em import _SINGULAR_FACTOR, EMConfig, advance, finish, init_state
-from .init import _nearest, _nearest_resp_fn, initial_params, kmeans_plusplus, lloyd
+from ._compile import bounded_jit
+from ._transform import (
+    Transform,
+    check_in_range,
+    params_to_working,
+    prior_to_working,
+    transform_of_moments,
+)
+
+# Scoring spread over processes (api).
+from .distributed import global_mean as global_mean
+from .distributed import process_total as process_total
+from .driver import Outcome, best_restart, key_on_host, to_data_units
+from .em import SINGULAR_FACTOR, EMConfig, advance, finish, init_state
+from .init import initial_params, kmeans_plusplus, lloyd, nearest, nearest_resp_fn
 from .mstep import m_step
 from .numerics import float_dtype
 from .params import GMMParams, make_params
 from .passes import UNOPTIMIZED, Job, rows_of
 from .priors import DataMoments, PriorParams, resolve_prior
-from .sources import ArraySource, check_chunk_size, choose_chunk_size, is_source, prefetch
+from .sources import ArraySource, Centring, check_chunk_size, choose_chunk_size, is_source, prefetch
 from .stats import accumulate, choose_block_size, e_step, sum_blocks
 
 # Rows of the sample behind the starting values: k-means++ costs K x rows x D per start.
@@ -97,7 +113,7 @@ def _lloyd_fn(xt, w, index, operand, static):
 
     def one(c, a):
         def block_fn(xb, wb, i):
-            one_hot = _nearest(xb, c, a) * wb[None, :]
+            one_hot = nearest(xb, c, a) * wb[None, :]
             return jnp.sum(one_hot, axis=1), one_hot @ xb.T
 
         return sum_blocks(xt, w, block, block_fn)
@@ -112,7 +128,7 @@ def _nearest_fn(xt, w, index, operand, static):
     block = choose_block_size(xt.shape[1], k, d)
 
     def one(c, a):
-        return accumulate(xt, w, block, c, _nearest_resp_fn(c, a), covariance_type)
+        return accumulate(xt, w, block, c, nearest_resp_fn(c, a), covariance_type)
 
     return _per_fit(one, single)(centers, active), None
 
@@ -120,7 +136,7 @@ def _nearest_fn(xt, w, index, operand, static):
 # --------------------------------------------------------------------------- compiled steps
 
 
-@partial(jax.jit, static_argnames=("n_components", "init", "n_init", "single"))
+@partial(bounded_jit, static_argnames=("n_components", "init", "n_init", "single"))
 def _sample_centres(rng_key, sample_t, sample_w, n_active, n_components, init, n_init, single):
     """Centres (fits..., K, D) and active masks (fits..., K) of every start, from the sample."""
     block = choose_block_size(sample_t.shape[1], n_components, sample_t.shape[0])
@@ -142,7 +158,7 @@ def _sample_centres(rng_key, sample_t, sample_w, n_active, n_components, init, n
     return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))(n_active, keys)
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "n_init", "single"))
+@partial(bounded_jit, static_argnames=("n_components", "covariance_type", "n_init", "single"))
 def _sample_random(
     rng_key, sample_t, sample_w, n_active, prior, reg_covar, n_components, covariance_type,
     n_init, single,
@@ -165,7 +181,7 @@ def _sample_random(
     return jax.vmap(per, in_axes=(0, 0, None))(n_active, prior, keys)
 
 
-@partial(jax.jit, compiler_options=UNOPTIMIZED)
+@partial(bounded_jit, compiler_options=UNOPTIMIZED)
 def _lloyd_update(centers, sums):
     nk, total = sums
     new = jnp.where(nk[..., None] > 0, total / jnp.where(nk > 0, nk, 1)[..., None], centers)
@@ -180,7 +196,9 @@ def _prior_of_fit(prior, single):
 # The per-iteration programs below handle parameters, not rows: small whatever the data, so
 # compiled without LLVM's optimisations (which would cost seconds of compile time).
 @partial(
-    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+    bounded_jit,
+    static_argnames=("covariance_type", "max_iter", "single"),
+    compiler_options=UNOPTIMIZED,
 )
 def _start_from_stats(stats, centers, active, prior, settings, covariance_type, max_iter, single):
     """The M-step from the starting assignments, and the EM state and configuration."""
@@ -200,7 +218,9 @@ def _start_from_stats(stats, centers, active, prior, settings, covariance_type, 
 
 
 @partial(
-    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+    bounded_jit,
+    static_argnames=("covariance_type", "max_iter", "single"),
+    compiler_options=UNOPTIMIZED,
 )
 def _start_from_params(params, active, prior, settings, covariance_type, max_iter, single):
     tol, reg_covar, threshold = settings
@@ -217,7 +237,9 @@ def _start_from_params(params, active, prior, settings, covariance_type, max_ite
 
 
 @partial(
-    jax.jit, static_argnames=("covariance_type", "max_iter", "single"), compiler_options=UNOPTIMIZED
+    bounded_jit,
+    static_argnames=("covariance_type", "max_iter", "single"),
+    compiler_options=UNOPTIMIZED,
 )
 def _advance(state, stats, ref, cfg, covariance_type, max_iter, single):
     step = partial(advance, covariance_type=covariance_type, max_iter=max_iter)
@@ -225,7 +247,7 @@ def _advance(state, stats, ref, cfg, covariance_type, max_iter, single):
     return new, jnp.all(new.done)
 
 
-@partial(jax.jit, static_argnames=("covariance_type", "single"), compiler_options=UNOPTIMIZED)
+@partial(bounded_jit, static_argnames=("covariance_type", "single"), compiler_options=UNOPTIMIZED)
 def _finish(state, cfg, covariance_type, single):
     out = _per_fit(partial(finish, covariance_type=covariance_type), single)(state, cfg)
     return jax.tree.map(lambda a: a[None, None], out) if single else out
@@ -258,14 +280,23 @@ def _seed(rng_key) -> list[int]:
 
 def data_moments(rows, take=None) -> tuple[DataMoments, tuple | None]:
     """The rows' :class:`~bayesgmm.priors.DataMoments` from one pass (about process 0's first
-    row, so that the scatter does not cancel), and the rows ``take`` if given."""
-    shift = rows.first_row()
-    res = rows.run([Job(_moments_fn, shift, None)], take=take)
+    row, so that the scatter does not cancel), and the rows ``take`` if given: (float64 rows of
+    the data as given, weights)."""
+    # Centred on the host as the rows are read (before the cast: rows far from the origin keep
+    # their digits), the pass itself needs no shift.
+    shift = np.asarray(rows.first_row(), np.float64)
+    rows.centring = Centring(shift, 1.0)
+    try:
+        res = rows.run([Job(_moments_fn, np.zeros_like(shift, rows.dtype), None)], take=take)
+    finally:
+        rows.centring = None
     (((weight, s1, s2), _),), sample = (res, None) if take is None else res
     weight = float(weight)
     s1 = np.asarray(s1, np.float64)
     covariance = (np.asarray(s2, np.float64) - np.outer(s1, s1) / weight) / weight
-    mean = np.asarray(shift, np.float64) + s1 / weight
+    mean = shift + s1 / weight
+    if sample is not None:
+        sample = (np.asarray(sample[0], np.float64) + shift, sample[1])
     return DataMoments(mean, covariance, weight), sample
 
 
@@ -303,20 +334,31 @@ def fit(
     rng = np.random.default_rng(_seed(rng_key) + [jax.process_index()])
     take = None if init_params is not None else rows.sample(rng, SAMPLE_ROWS)
     moments, sample = data_moments(rows, take)
+    # The fits work on (x - shift) / scale, as in memory (bayesgmm._transform): the rows are
+    # centred and scaled as they are read, and parameters, prior, reg_covar and the
+    # log-likelihood are mapped.
+    t = transform_of_moments(moments.mean, np.diagonal(moments.covariance))
+    rows.centring = Centring(t.shift, t.scale)
+    if sample is not None:
+        sample = (((sample[0] - t.shift) / t.scale).astype(dtype), sample[1])
     eps = np.finfo(dtype).eps
-    threshold = ((_SINGULAR_FACTOR * eps) ** 2 * np.diagonal(moments.covariance)).astype(dtype)
-    settings = (dtype.type(tol), dtype.type(reg_covar), threshold)
+    var = np.diagonal(moments.covariance) / t.scale**2
+    threshold = ((SINGULAR_FACTOR * eps) ** 2 * var).astype(dtype)
+    reg_w = reg_covar / t.scale**2
+    check_in_range(reg_w, dtype, f"reg_covar={reg_covar:g}")
+    settings = (dtype.type(tol), dtype.type(reg_w), threshold)
 
     specs = []
     for covariance_type, ks in groups:
         priors = [resolve_prior(prior, moments, k, covariance_type) for k in ks]
         batch = None
         if priors[0] is not None:
-            batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *priors)
+            working = [prior_to_working(p, t, k, dtype) for p, k in zip(priors, ks, strict=True)]
+            batch = jax.tree.map(lambda *a: np.stack(a).astype(dtype), *working)
         n_fits = 1 if init_params is not None else n_init
         specs.append(Group(covariance_type, np.asarray(ks, np.int32), priors, batch, n_fits))
 
-    starts = _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter)
+    starts = _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter, t)
     states = [s[1] for s in starts]
     cfgs = [s[0] for s in starts]
     done = [False] * len(specs)
@@ -338,22 +380,27 @@ def fit(
             _finish(states[g], cfgs[g], covariance_type=spec.covariance_type, single=spec.single)
         )
         ks, priors = spec.ks, spec.priors
+        best = [
+            best_restart(res, spec.covariance_type, reg_covar, c, int(k), p)
+            for c, (k, p) in enumerate(zip(ks, priors, strict=True))
+        ]
+        # Scalars of the data as given (the weights are not normalised here: factor 1).
+        d, ct, total = rows.n_features, spec.covariance_type, moments.total_weight
         out.append(
-            [
-                _best_restart(res, spec.covariance_type, reg_covar, c, int(k), p)
-                for c, (k, p) in enumerate(zip(ks, priors, strict=True))
-            ]
+            [b if isinstance(b, str) else to_data_units(b, t, d, ct, 1.0, total) for b in best]
         )
     return out
 
 
-def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter):
-    """(EMConfig, EMState) of every group."""
+def _starts(rows, specs, sample, settings, rng_key, init, init_params, max_iter, t: Transform):
+    """(EMConfig, EMState) of every group (working units: ``t``)."""
     dtype = rows.dtype
     if init_params is not None:
         out = []
         for covariance_type, ks, _, prior, _ in specs:
-            params = tuple(np.asarray(a, dtype) for a in init_params)
+            params = params_to_working(
+                *init_params, t, covariance_type, dtype, name="init_params['{}']"
+            )
             active = np.ones(int(ks[0]), bool)
             out.append(
                 _start_from_params(
@@ -491,7 +538,10 @@ def map_source(X, params, n_features: int, fn) -> np.ndarray:
             f"X has {src.n_features} features, but the mixture was fitted with {n_features} "
             "features."
         )
-    dtype = np.dtype(params.means.dtype)
+    # Rows as precise as the source's (up to float64): the caller maps them to the fit's
+    # working space in float64 (bayesgmm.scoring), so a cast first would lose their digits.
+    working = np.dtype(params.means.dtype)
+    dtype = np.promote_types(src.dtype, working) if src.dtype.kind == "f" else np.float64
     chunk = choose_chunk_size(None, src.n_rows, n_features, dtype.itemsize)
     block = choose_block_size(chunk, params.means.shape[0], n_features)
     parts = [

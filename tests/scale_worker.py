@@ -68,6 +68,14 @@ def main(argv: list[str]) -> None:
             results[f"{case}/{name}"] = np.asarray(getattr(res, name))
         results[f"{case}/ll"] = np.array(res.log_likelihood)
         results[f"{case}/n_iter"] = np.array(res.n_iter)
+        if case == "full/ml/sharded" and n_proc > 1:
+            # Scoring rows spread over processes: each process gets its own rows' values
+            # ("own/", compared after joining them), ``score`` the mean over all the rows.
+            for what, rows in (("sharded", Xs), ("stream", streamed)):
+                results[f"own/{what}/score_samples"] = np.asarray(res.score_samples(rows))
+                results[f"own/{what}/predict"] = np.asarray(res.predict(rows))
+                results[f"{case}/{what}/score"] = np.array(res.score(rows))
+                results[f"{case}/{what}/bic"] = np.array(res.bic(rows))
     results["n_devices"] = np.array(jax.device_count())
     np.savez(out, **results)
 

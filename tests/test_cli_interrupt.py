@@ -121,9 +121,26 @@ def _interrupt_select_after(delay: float, csv: Path, out: Path) -> None:
 
 
 def test_interrupt_while_the_libraries_load(csv, tmp_path):
-    # As soon as the package's own code runs, before JAX is imported. (Python's own start-up,
-    # before any line of bayesgmm, answers Ctrl-C with its own traceback.)
-    _interrupt_select_after(1.5 * _startup_time(), csv, tmp_path / "out")
+    # As soon as the package's own code runs, before JAX is imported. Python's own start-up,
+    # before any line of bayesgmm, answers Ctrl-C with its own traceback (frames of runpy only);
+    # on a busy machine the start-up of this run can outlast the one measured, so such a run is
+    # repeated later in the start-up instead of being counted as a failure of the package.
+    delay = 1.5 * _startup_time()
+    for attempt in range(4):
+        out = tmp_path / f"out{attempt}"
+        run = Run([a.format(csv=csv) for a in SELECT] + ["--out", str(out)])
+        time.sleep(delay)
+        run.interrupt()
+        code, _, err = run.finish()
+        if code != 130 and "Traceback" in err and "bayesgmm" not in err:
+            delay *= 1.5  # interrupted inside Python's start-up, before the package ran
+            continue
+        assert "Traceback" not in err
+        assert err.splitlines() == [MESSAGE], err
+        assert code == 130
+        assert not out.exists()
+        return
+    pytest.fail(f"every interrupt came before the package's code ran (last delay {delay:.1f} s)")
 
 
 @pytest.mark.parametrize("delay", DELAYS)

@@ -120,3 +120,19 @@ def test_no_module_over_600_lines():
             continue
         n = len(path.read_text().splitlines())
         assert n <= MAX_LINES, f"bayesgmm/{name}.py has {n} lines (at most {MAX_LINES})"
+
+
+# (importer, module) pairs still to be given public names.
+KNOWN_PRIVATE_IMPORTS = {("predictive", "priors")}
+
+
+def test_no_module_imports_another_modules_private_names():
+    """Code shared between modules has a public name (``from .init import _x`` hides a shared
+    helper as if it were private to ``init``)."""
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (name, node.__dict__.get("module")) in KNOWN_PRIVATE_IMPORTS:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level >= 1 and node.module:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"bayesgmm/{name}.py imports {private} from .{node.module}"

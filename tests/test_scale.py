@@ -123,6 +123,18 @@ def test_streamed_equals_in_memory(x64, tmp_path, chunk_size):
         _assert_same(ref, flat, "c")
 
 
+def test_streamed_programs_live_in_the_bounded_cache(x64, tmp_path):
+    """The pass and per-iteration programs of a streamed fit are held by bayesgmm._compile's
+    bounded cache (so a long-lived process that streams many shapes keeps its memory bounded)."""
+    from bayesgmm import _compile
+
+    X, w = _data()
+    np.save(tmp_path / "X.npy", X)
+    _reference("full/ml", np.load(tmp_path / "X.npy", mmap_mode="r"), w, chunk_size=500)
+    modules = {key[0][0] for key in _compile._programs}
+    assert {"bayesgmm.passes", "bayesgmm.stream"} <= modules, modules
+
+
 @pytest.mark.slow  # subprocesses that compile every case (still run by default)
 def test_four_devices_equal_one(x64, tmp_path):
     inp = _inputs(tmp_path, [f"{c}/sharded" for c in CASES])
@@ -152,13 +164,26 @@ def test_two_processes_equal_one(x64, tmp_path):
     codes, logs = _run_processes(inp, tmp_path / "out")
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
     got = [dict(np.load(tmp_path / f"out{p}.npz")) for p in range(2)]
-    # Every process holds the same bits.
+    # Every process holds the same bits (but for the scores of its own rows).
     for key in got[0]:
-        np.testing.assert_array_equal(got[0][key], got[1][key], err_msg=key)
+        if not key.startswith("own/"):
+            np.testing.assert_array_equal(got[0][key], got[1][key], err_msg=key)
     X, w = _data()
     for case in cases[:-1]:
         cov, prior, _ = case.split("/")
         _assert_same(_reference(f"{cov}/{prior}", X, w), got[0], case)
+    # Scoring sharded and streamed rows spread over the processes: each process scores its own
+    # rows (joined in process order they are all the rows), score and BIC are over all the rows.
+    ref = _reference("full/ml", X, w)
+    for what in ("sharded", "stream"):
+        own = np.concatenate([g[f"own/{what}/score_samples"] for g in got])
+        np.testing.assert_allclose(own, ref.score_samples(X), rtol=1e-9)
+        labels = np.concatenate([g[f"own/{what}/predict"] for g in got])
+        np.testing.assert_array_equal(labels, ref.predict(X))
+        score = float(got[0][f"full/ml/sharded/{what}/score"])
+        assert abs(score - ref.score(X)) <= 1e-9 * abs(ref.score(X))
+        bic = float(got[0][f"full/ml/sharded/{what}/bic"])
+        assert abs(bic - ref.bic(X)) <= 1e-9 * abs(ref.bic(X))
     # The default start (k-means on a sample drawn across the processes) reaches the in-memory
     # optimum on well-separated data.
     ref = bg.Mixture(2, "full", prior="default").fit_em(X, sample_weight=w)
@@ -239,6 +264,10 @@ def test_streamed_errors(x64, tmp_path):
     mix = bg.Mixture(2)
     with pytest.raises(ValueError, match="NaN or infinite values in rows 500 to 999"):
         mix.fit_em(np.load(tmp_path / "bad.npy", mmap_mode="r"), chunk_size=500)
+    bad[777, 1] = 1e200  # finite, but its square is not: overflow named with its rows
+    np.save(tmp_path / "huge.npy", bad)
+    with pytest.raises(ValueError, match="X overflows float64: .* rows 500 to 999 hold"):
+        mix.fit_em(np.load(tmp_path / "huge.npy", mmap_mode="r"), chunk_size=500)
     for what in ("rows", "dtype"):
         with pytest.raises(ValueError, match="X changed during the fit"):
             mix.fit_em(_Changing(X, 5, what), chunk_size=500, max_iter=5)
@@ -361,3 +390,63 @@ def test_cli_reads_npy_streamed_and_parquet(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
     with pytest.raises(CLIError, match=r"bayesgmm\[io\]"):
         read_data(tmp_path / "x.parquet", None)
+
+
+def test_default_chunks_are_balanced():
+    """Equal default chunks, as many as a multiple of the workers, none over CHUNK_BYTES; a
+    given chunk_size is kept (error messages name its rows)."""
+    from bayesgmm.sources import CHUNK_BYTES, choose_chunk_size, n_chunks
+
+    for n, d, workers in [(10**7, 16, 2), (10**6, 16, 2), (1201, 3, 2), (987_654, 5, 3)]:
+        size = choose_chunk_size(None, n, d, 4, workers)
+        count = n_chunks(n, size)
+        assert count % workers == 0 or count == n
+        assert size * (d + 1) * 4 <= CHUNK_BYTES
+        assert count * size - n < count  # the last chunk is at most count rows short
+    assert choose_chunk_size(500, 1201, 3, 8, 2) == 500
+
+
+def test_streamed_moments_of_offset_rows_keep_their_digits(tmp_path):
+    """Float64 rows near 1e8 streamed in float32: centred on the host before the cast, their
+    moments keep float32's relative accuracy of the spread (the cast alone leaves steps of 8)."""
+    from bayesgmm import passes, stream
+
+    rng = np.random.default_rng(3)
+    X = 1e8 + rng.normal(size=(3000, 3)) * [1.0, 2.0, 0.5]
+    np.save(tmp_path / "X.npy", X)
+    rows = passes.rows_of(np.load(tmp_path / "X.npy", mmap_mode="r"), None, 1000, np.float32)
+    moments, _ = stream.data_moments(rows)
+    np.testing.assert_allclose(moments.mean, X.mean(axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(moments.covariance, np.cov(X.T, bias=True), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type,prior", [("full", "default"), ("diag", None)])
+def test_streamed_fit_of_rows_near_1e8_in_float32(f32, tmp_path, covariance_type, prior):
+    """Float64 rows near 1e8 fitted in float32: the streamed fit is centred and scaled like the
+    in-memory one (bayesgmm._transform) and equals it to the float32 tolerances of the in-memory
+    equivariance tests (tests/test_trust.py: means to 1e-3 of a standard deviation, covariances
+    and scores to 1e-3 and 1e-4 relative). Cast to float32 first, the rows would keep steps of 8."""
+    rng = np.random.default_rng(1)
+    X = 1e8 + np.concatenate(
+        [rng.normal([0.71, -1.0], 0.2, (150, 2)), rng.normal([3.19, 0.5], 0.3, (150, 2))]
+    )
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    cov = {"full": np.stack([np.eye(2) * 0.5] * 2), "diag": np.full((2, 2), 0.5)}[covariance_type]
+    start = {
+        "weights": np.array([0.5, 0.5]),
+        "means": 1e8 + np.array([[0.5, -0.8], [3.0, 0.3]]),
+        "covariances": cov,
+    }
+    mix = bg.Mixture(2, covariance_type, prior=prior)
+    kw = dict(init_params=start, max_iter=20, tol=0.0)
+    ref = mix.fit_em(X, **kw)
+    got = mix.fit_em(Xm, chunk_size=128, **kw)  # 3 chunks, the last one short
+    np.testing.assert_allclose(got.weights, ref.weights, atol=1e-4)
+    np.testing.assert_allclose(got.means - 1e8, ref.means - 1e8, atol=1e-3)
+    np.testing.assert_allclose(got.covariances, ref.covariances, rtol=1e-3)
+    assert abs(got.log_likelihood - ref.log_likelihood) <= 1e-4 * abs(ref.log_likelihood)
+    # Both recover the clusters (not merely agree).
+    np.testing.assert_allclose(np.sort(got.means[:, 0] - 1e8), [0.71, 3.19], atol=0.06)
+    # Scoring the source in chunks keeps its digits too.
+    np.testing.assert_allclose(got.score_samples(Xm), ref.score_samples(X), rtol=1e-4, atol=1e-4)

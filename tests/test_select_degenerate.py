@@ -157,7 +157,7 @@ def _restart_warning(prior):
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        driver._best_restart(out, "diag", REG, 0, 1, prior)
+        driver.best_restart(out, "diag", REG, 0, 1, prior)
     return " ".join(str(w.message) for w in caught)
 
 
