@@ -1,11 +1,11 @@
 """The compiled pieces of the posterior sampler (:mod:`bayesgmm.nuts`), and their compilation
 ahead of time.
 
-``_kernel`` jits NumPyro's NUTS kernel for one model structure: an ``init`` that builds a chain's
-first state and a ``run`` that advances it ``CHUNK`` iterations, returning the constrained draws
-and the per-iteration statistics; ``_transforms`` jits the maps between constrained and
-unconstrained parameters. :func:`precompile` compiles a kernel's pair in a worker thread, so that
-the front end's reference EM fits and this compilation overlap on a first call.
+``kernel_pieces`` jits NumPyro's NUTS kernel for one model structure: an ``init`` that builds a
+chain's first state and a ``run`` that advances it ``CHUNK`` iterations, returning the
+constrained draws and the per-iteration statistics; ``transforms`` jits the maps between
+constrained and unconstrained parameters. :func:`precompile` compiles a kernel's pair in a worker
+thread, so that the front end's reference EM fits and this compilation overlap on a first call.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from .priors import PriorParams, cast_prior
 # extra iterations at the end, which are discarded.
 CHUNK = 50
 
-# Potential energy given to each chain's start (see ``_kernel``): high enough that any point of
-# the first trajectory outweighs it, finite in float32.
+# Potential energy given to each chain's start (see ``kernel_pieces``): high enough that any
+# point of the first trajectory outweighs it, finite in float32.
 START_POTENTIAL = 1e30
 
 
@@ -58,7 +58,7 @@ def _bound_model(n_components: int, n_features: int, covariance_type: str):
 
 
 @lru_cache(maxsize=32)
-def _kernel(
+def kernel_pieces(
     n_components: int,
     n_features: int,
     covariance_type: str,
@@ -135,7 +135,7 @@ class _Transforms(NamedTuple):
 
 
 @lru_cache(maxsize=32)
-def _transforms(n_components: int, n_features: int, covariance_type: str):
+def transforms(n_components: int, n_features: int, covariance_type: str):
     """Jitted maps between constrained and unconstrained parameters, and the log-likelihood."""
     from numpyro.infer.util import constrain_fn, log_likelihood, potential_energy, unconstrain_fn
 
@@ -223,7 +223,7 @@ def precompile(args: tuple, n_components: int, covariance_type: str, settings):
 def _compile_pair(structure: tuple, lead: tuple, args: tuple, x64: bool):
     with jax.enable_x64(x64):  # the caller's precision (a thread-local setting)
         k, d, ct = structure[:3]
-        kernel = _kernel(*structure)
+        kernel = kernel_pieces(*structure)
         dtype = args[0].dtype
         cov = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
         params = {
@@ -231,7 +231,7 @@ def _compile_pair(structure: tuple, lead: tuple, args: tuple, x64: bool):
             "means": jax.ShapeDtypeStruct((k, d), dtype),
             "covariances": jax.ShapeDtypeStruct(cov, dtype),
         }
-        z = jax.eval_shape(_transforms(k, d, ct).unconstrain, params, *args)
+        z = jax.eval_shape(transforms(k, d, ct).unconstrain, params, *args)
         z = {name: jax.ShapeDtypeStruct(lead + a.shape, a.dtype) for name, a in z.items()}
         rng = jax.ShapeDtypeStruct(lead + (2,), np.uint32)
         init_fn, run_fn = (kernel.init, kernel.run) if not lead else (kernel.vinit, kernel.vrun)
