@@ -14,7 +14,6 @@ E-steps.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NamedTuple
 
@@ -22,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ._compile import bounded_jit
+from ._compile import FAST_COMPILE, bounded_jit
 from .init import initial_params, with_given
 from .mstep import m_step
 from .numerics import tiny
@@ -267,42 +266,59 @@ def _start(
         Every leaf has leading axes (n_candidates, n_init), except for a single fit
         (``static.single``), which has none.
     """
-    w = sample_weight / jnp.sum(sample_weight)
-    mean = Xt @ w
-    # Block by block: (Xt - mean)^2 of all the data would be a data-sized temporary.
-    var = sum_blocks(Xt, w, static.block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
-    eps = jnp.finfo(Xt.dtype).eps
-    threshold = (_SINGULAR_FACTOR * eps) ** 2 * var
-    k_max, covariance_type = static.n_components, static.covariance_type
+    threshold = _singular_threshold(Xt, sample_weight, static.block_size)
 
     def one(k_active, prior, key):
-        active = jnp.arange(k_max) < k_active
-        cfg = EMConfig(settings.tol, settings.reg_covar, prior, threshold, active)
-        given = settings.init_params
-        if given is not None and all(a is not None for a in given):
-            params0 = make_params(*given, covariance_type)
-        else:  # no or some given parameters: the init method gives the rest
-            params0 = initial_params(
-                key,
-                Xt,
-                sample_weight,
-                static.block_size,
-                k_max,
-                static.init,
-                prior,
-                settings.reg_covar,
-                covariance_type,
-                active,
-            )
-            if given is not None:
-                params0 = with_given(params0, given, covariance_type)
-        return cfg, init_state(params0, static.max_iter)
+        cfg = EMConfig(
+            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active)
+        )
+        return cfg, _start_state(Xt, sample_weight, settings, static, cfg, key)
 
     keys = jax.random.split(settings.rng_key, static.n_init)
     if static.single:
         return one(settings.n_active[0], jax.tree.map(lambda a: a[0], settings.prior), keys[0])
     per_candidate = jax.vmap(one, in_axes=(None, None, 0))
     return jax.vmap(per_candidate, in_axes=(0, 0, None))(settings.n_active, settings.prior, keys)
+
+
+def _active(static: FitStatic, k_active: Array) -> Array:
+    return jnp.arange(static.n_components) < k_active
+
+
+def _singular_threshold(Xt: Array, sample_weight: Array, block_size: int) -> Array:
+    """Per feature (D,), the smallest variance resolved at the data's precision."""
+    w = sample_weight / jnp.sum(sample_weight)
+    mean = Xt @ w
+    # Block by block: (Xt - mean)^2 of all the data would be a data-sized temporary.
+    var = sum_blocks(Xt, w, block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
+    eps = jnp.finfo(Xt.dtype).eps
+    return (_SINGULAR_FACTOR * eps) ** 2 * var
+
+
+def _start_state(
+    Xt, sample_weight, settings: FitSettings, static: FitStatic, cfg: EMConfig, key
+) -> EMState:
+    """The state before the first iteration of the fit of ``cfg`` started by ``key``."""
+    covariance_type = static.covariance_type
+    given = settings.init_params
+    if given is not None and all(a is not None for a in given):
+        params0 = make_params(*given, covariance_type)
+    else:  # no or some given parameters: the init method gives the rest
+        params0 = initial_params(
+            key,
+            Xt,
+            sample_weight,
+            static.block_size,
+            static.n_components,
+            static.init,
+            cfg.prior,
+            settings.reg_covar,
+            covariance_type,
+            cfg.active,
+        )
+        if given is not None:
+            params0 = with_given(params0, given, covariance_type)
+    return init_state(params0, static.max_iter)
 
 
 def _over_fits(fn, single: bool):
@@ -322,6 +338,76 @@ def _loop(Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size) 
         lambda s: em_step(s, Xt, sample_weight, cfg, covariance_type, max_iter, block_size),
         state,
     )
+
+
+def _resume(state: EMState, max_iter: int) -> EMState:
+    """The state of a run stopped by the short cap, ready to go on to ``max_iter``.
+
+    ``objective`` goes back to the value before its last (scoring) E-step, so the convergence
+    test compares two different iterates. Any leading batch axes.
+    """
+    finished = state.converged | state.singular | (state.n_iter >= max_iter)
+    previous = jnp.take_along_axis(
+        state.history, jnp.maximum(state.n_iter - 1, 0)[..., None], axis=-1
+    )[..., 0]
+    return state._replace(
+        stop=finished,
+        done=finished,
+        objective=jnp.where(finished, state.objective, previous),
+    )
+
+
+def _restarts_in_turn(
+    Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic
+) -> FitOutput:
+    """:func:`_fit` with short restarts in turn: one copy of the initialisation and EM loop.
+
+    The fits of :func:`_prepare` and the main loop, in a program that compiles in half the
+    time: a ``fori_loop`` over the restarts and the final run, whose body starts a restart (or
+    resumes the best) and runs one ``while_loop`` to a traced iteration cap. Leading axes
+    (n_candidates, 1).
+    """
+    threshold = _singular_threshold(Xt, sample_weight, static.block_size)
+    keys = jax.random.split(settings.rng_key, static.n_init)
+    covariance_type, n_init, max_iter = static.covariance_type, static.n_init, static.max_iter
+    short = min(max_iter, SHORT_EM_ITERS)
+
+    def candidate(k_active, prior):
+        cfg = EMConfig(
+            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active)
+        )
+
+        def start(key):
+            return _start_state(Xt, sample_weight, settings, static, cfg, key)
+
+        def body(r, carry):
+            best, best_score = carry
+            is_restart = r < n_init
+            state = jax.lax.cond(
+                is_restart,
+                lambda: start(keys[jnp.minimum(r, n_init - 1)]),
+                lambda: _resume(best, max_iter),
+            )
+            cap = jnp.where(is_restart, short, max_iter)
+            state = _loop(Xt, sample_weight, cfg, state, covariance_type, cap, static.block_size)
+            # _prepare's pick: the first highest objective among finite, non-singular ends.
+            ok = ~state.singular & jnp.isfinite(state.objective)
+            score = jnp.where(ok, state.objective, -jnp.inf)
+            take = ~is_restart | (r == 0) | (score > best_score)
+            best = jax.tree.map(lambda a, b: jnp.where(take, a, b), state, best)
+            return best, jnp.where(take, score, best_score)
+
+        blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(start, keys[0]))
+        init = (blank, jnp.array(-jnp.inf, Xt.dtype))
+        state, _ = jax.lax.fori_loop(0, n_init + 1, body, init)
+        return finish(state, cfg, covariance_type)
+
+    if static.n_candidates == 1:
+        prior = jax.tree.map(lambda a: a[0], settings.prior)
+        out = candidate(settings.n_active[0], prior)
+        return jax.tree.map(lambda a: a[None, None], out)
+    out = jax.vmap(candidate)(settings.n_active, settings.prior)
+    return jax.tree.map(lambda a: a[:, None], out)
 
 
 def _prepare(
@@ -354,19 +440,8 @@ def _prepare(
             idx = best.reshape((-1, 1) + (1,) * (a.ndim - 2))
             return jnp.take_along_axis(a, idx, axis=1)
 
-        state = jax.tree.map(pick, states)
+        state = _resume(jax.tree.map(pick, states), static.max_iter)
         cfg = jax.tree.map(lambda a: a[:, :1], cfg)
-        # A run stopped by the short cap goes on: ``objective`` back to the value before its
-        # last (scoring) E-step, so the convergence test compares two different iterates.
-        finished = state.converged | state.singular | (state.n_iter >= static.max_iter)
-        previous = jnp.take_along_axis(
-            state.history, jnp.maximum(state.n_iter - 1, 0)[..., None], axis=-1
-        )[..., 0]
-        state = state._replace(
-            stop=finished,
-            done=finished,
-            objective=jnp.where(finished, state.objective, previous),
-        )
     if static.one_run and not static.single:
         cfg, state = jax.tree.map(lambda a: a[0, 0], (cfg, state))
     return cfg, state
@@ -381,6 +456,8 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
         Every leaf has leading axes (n_candidates, 1) with ``static.short_restarts`` (the best
         restart of each candidate), else (n_candidates, n_init).
     """
+    if static.n_init > 1 and static.short_restarts:
+        return _restarts_in_turn(Xt, sample_weight, settings, static)
     cfg, state = _prepare(Xt, sample_weight, settings, static)
     covariance_type, single = static.covariance_type, static.one_run
 
@@ -395,8 +472,8 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
 
 
 # Compiled programs are kept in a bounded cache (bayesgmm._compile): a process that fits many
-# shapes would otherwise keep every executable it ever compiled.
-_fit_optimized = bounded_jit(_fit, static_argnames=("static",))
+# shapes would otherwise keep every executable it ever compiled. FAST_COMPILE: see there.
+_fit_optimized = bounded_jit(_fit, static_argnames=("static",), compiler_options=FAST_COMPILE)
 # LLVM's optimisations take a large share of the compile time and buy nothing on tiny data, where
 # the fit itself is short either way.
 _fit_unoptimized = bounded_jit(
@@ -406,100 +483,9 @@ _fit_unoptimized = bounded_jit(
 # together) a problem counts as tiny.
 _TINY = 2**13
 
-# ---------------------------------------------------------------------------------- threads
-#
-# XLA runs one compiled program on one core. Separate executions started from separate Python
-# threads do run in parallel, so for large data the loop is driven from Python instead: every
-# iteration, each thread computes the E-step statistics of its share of the row blocks (block
-# s, s + T, s + 2 T, ... for thread s of T), the shares are summed and ``advance`` takes the
-# M-step. The cost of a Python-driven iteration is small against the E-step of large data, which
-# the threads divide among the cores. Results equal the compiled loop's up to the order of the
-# sums.
-_THREADED = 2**21  # n K D (times the fits) from which the threads pay off
-_prepare_jit = bounded_jit(_prepare, static_argnames=("static",))
-
-
-def _share_e_step(
-    Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single
-):
-    """E-step statistics (and reference points) of one thread's share of the row blocks."""
-    n_blocks = -(-Xt.shape[1] // block_size)
-    # Blocks past the end (when the threads' shares are not equal) have zero weight.
-    blocks = thread + n_threads * jnp.arange(-(-n_blocks // n_threads), dtype=jnp.int32)
-
-    def one(params):
-        return e_step(Xt, sample_weight, block_size, params, covariance_type, blocks=blocks)
-
-    return _over_fits(one, single)(params)
-
-
-_share_e_step_jit = bounded_jit(
-    _share_e_step, static_argnames=("covariance_type", "block_size", "n_threads", "single")
-)
-
-
-def _advance_all(state, shares, ref, cfg, *, covariance_type, max_iter, single):
-    stats = jax.tree.map(lambda *a: sum(a), *shares)
-    step = partial(advance, covariance_type=covariance_type, max_iter=max_iter)
-    new = _over_fits(step, single)(state, stats, ref, cfg)
-    return new, jnp.all(new.done)
-
-
-_advance_all_jit = bounded_jit(
-    _advance_all, static_argnames=("covariance_type", "max_iter", "single")
-)
-
-
-def _finish_all(state, cfg, *, covariance_type, single):
-    out = _over_fits(partial(finish, covariance_type=covariance_type), single)(state, cfg)
-    return jax.tree.map(lambda a: a[None, None], out) if single else out
-
-
-_finish_all_jit = bounded_jit(_finish_all, static_argnames=("covariance_type", "single"))
-
-
-def _fit_threaded(
-    Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic, n_threads: int
-) -> FitOutput:
-    """:func:`_fit` with the E-step of every iteration shared among ``n_threads`` threads."""
-    cfg, state = _prepare_jit(Xt, sample_weight, settings, static=static)
-    covariance_type, single = static.covariance_type, static.one_run
-    share = partial(
-        _share_e_step_jit,
-        Xt,
-        sample_weight,
-        covariance_type=covariance_type,
-        block_size=static.block_size,
-        n_threads=n_threads,
-        single=single,
-    )
-    with ThreadPoolExecutor(n_threads) as pool:
-        done, first = False, True
-        while not done:
-            params = state.params
-            # The first iteration runs in this thread: the threads must not all compile at once.
-            mapper = map if first else pool.map
-            run = partial(_run_share, share, params, bool(jax.config.jax_enable_x64))
-            outs = list(mapper(run, range(n_threads)))
-            first = False
-            state, done = _advance_all_jit(
-                state,
-                [o[0] for o in outs],
-                outs[0][1],
-                cfg,
-                covariance_type=covariance_type,
-                max_iter=static.max_iter,
-                single=single,
-            )
-            done = bool(done)
-    return _finish_all_jit(state, cfg, covariance_type=covariance_type, single=single)
-
-
-def _run_share(share, params, x64, thread):
-    # JAX's config contexts (``with jax.enable_x64(...)``) are thread-local: a worker thread
-    # would see the global setting, not the caller's, and compute float64 data in float32.
-    with jax.enable_x64(x64):
-        return jax.block_until_ready(share(params, thread))
+# From this many row-component-feature products (times the fits) the E-step of every iteration
+# is shared among threads (bayesgmm._em_threads).
+_THREADED = 2**21
 
 
 def available_threads() -> int:
@@ -547,7 +533,9 @@ def fit(
         threads = available_threads() if size >= _THREADED else 1
     threads = min(threads, -(-n // static.block_size))
     if threads > 1:
-        return _fit_threaded(Xt, sample_weight, settings, static, threads)
+        from ._em_threads import fit_threaded  # it builds on this module
+
+        return fit_threaded(Xt, sample_weight, settings, static, threads)
     return (_fit_unoptimized if size <= _TINY else _fit_optimized)(
         Xt, sample_weight, settings, static=static
     )
