@@ -135,6 +135,13 @@ def bounded_jit(
     tag = (fun.__module__, fun.__qualname__, tuple(sorted((compiler_options or {}).items())))
 
     def call(*args, **static):
+        return get(args, static)(*args)
+
+    def precompile(*args, **static) -> None:
+        """Compile the program for these arguments (or find it in the caches); run nothing."""
+        get(args, static)
+
+    def get(args, static):
         leaves, treedef = jax.tree.flatten(args)
         key = (
             tag,
@@ -155,8 +162,9 @@ def bounded_jit(
                 _programs.move_to_end(key)
                 while len(_programs) > max_programs():
                     _programs.popitem(last=False)
-        return program(*args)
+        return program
 
+    call.precompile = precompile
     call.__wrapped__ = fun
     call.__doc__ = fun.__doc__
     return call

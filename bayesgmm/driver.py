@@ -145,6 +145,68 @@ def fit_candidates(
         Per candidate, its best restart, or an error message when every restart ended in a
         singular covariance.
     """
+    planned = _plan(X, sample_weight, n_components, covariance_type, prior, reg_covar=reg_covar,
+                    rng_key=rng_key, n_init=n_init, init=init, max_iter=max_iter, tol=tol,
+                    init_params=init_params, moments=moments, block_size=block_size)  # fmt: skip
+    return _collect(planned, _run_jobs(*planned[:3], n_threads), reg_covar)
+
+
+def fit_candidate_groups(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    groups: list[tuple[str, list[int]]],
+    prior: Prior | str | None,
+    *,
+    n_threads: int | None = None,
+    **settings,
+) -> list[list[Outcome | str]]:
+    """:func:`fit_candidates` for several (covariance type, n_components) groups.
+
+    The distinct programs of all groups compile first, in parallel threads (XLA's compiler
+    releases the GIL, so a search over four covariance types compiles in about half the time on
+    two cores); the fits then run group after group in this thread. ``settings`` are the
+    keyword arguments of :func:`fit_candidates` (``moments`` included).
+    """
+    planned = [_plan(X, sample_weight, ks, cov, prior, **settings) for cov, ks in groups]
+    programs = {}
+    for Xt, w, jobs, _ in planned:
+        for _, job_settings, static in jobs:
+            # As _run_jobs runs them: several jobs of a group each on one thread.
+            job_threads = 1 if len(jobs) > 1 else n_threads
+            programs.setdefault(static, (Xt, w, job_settings, static, job_threads))
+    threads = em.available_threads() if n_threads is None else n_threads
+    threads = max(1, min(threads, len(programs)))
+    if threads > 1:
+        x64 = bool(jax.config.jax_enable_x64)
+
+        def compile_one(args):
+            # JAX's x64 switch is thread-local: the worker must see the caller's.
+            with jax.enable_x64(x64):
+                em.precompile(*args)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(compile_one, programs.values()))
+    return [_collect(p, _run_jobs(*p[:3], n_threads), settings["reg_covar"]) for p in planned]
+
+
+def _plan(
+    X,
+    sample_weight,
+    n_components,
+    covariance_type,
+    prior,
+    *,
+    reg_covar,
+    rng_key,
+    n_init,
+    init,
+    max_iter,
+    tol,
+    init_params=None,
+    moments=None,
+    block_size=None,
+):
+    """The compiled runs of :func:`fit_candidates`: ``(Xt, w, jobs, (n_components, priors))``."""
     n, d = X.shape
     dtype = X.dtype
     if moments is None and needs_data(prior):
@@ -190,12 +252,17 @@ def fit_candidates(
             short_restarts=True,
         )
         jobs.append((members, settings, static))
-    outs = _run_jobs(Xt, w, jobs, n_threads)
+    return Xt, w, jobs, (n_components, priors)
+
+
+def _collect(planned, outs, reg_covar: float) -> list[Outcome | str]:
+    """Per candidate of a :func:`_plan`, its best restart from the runs' outputs ``outs``."""
+    _, _, jobs, (n_components, priors) = planned
     results: list[Outcome | str | None] = [None] * len(n_components)
-    for (members, _, _), out in zip(jobs, outs, strict=True):
+    for (members, _, static), out in zip(jobs, outs, strict=True):
         for i, c in enumerate(members):
             k = n_components[c]
-            results[c] = _best_restart(out, covariance_type, reg_covar, i, k, priors[c])
+            results[c] = _best_restart(out, static.covariance_type, reg_covar, i, k, priors[c])
     return results
 
 

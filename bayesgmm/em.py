@@ -526,16 +526,36 @@ def fit(
         ``static.short_restarts``: the restart that is best after :data:`SHORT_EM_ITERS`
         iterations is the one run to convergence and returned.
     """
+    threads, program = _driver(Xt, static, n_threads)
+    if threads > 1:
+        from ._em_threads import fit_threaded  # it builds on this module
+
+        return fit_threaded(Xt, sample_weight, settings, static, threads)
+    return program(Xt, sample_weight, settings, static=static)
+
+
+def _driver(Xt: Array, static: FitStatic, n_threads: int | None):
+    """How :func:`fit` runs: (threads, the compiled whole-fit program when threads == 1)."""
     d, n = Xt.shape
     size = n * static.n_components * d * static.n_candidates * static.n_init
     threads = n_threads
     if threads is None:
         threads = available_threads() if size >= _THREADED else 1
     threads = min(threads, -(-n // static.block_size))
-    if threads > 1:
-        from ._em_threads import fit_threaded  # it builds on this module
+    return threads, (_fit_unoptimized if size <= _TINY else _fit_optimized)
 
-        return fit_threaded(Xt, sample_weight, settings, static, threads)
-    return (_fit_unoptimized if size <= _TINY else _fit_optimized)(
-        Xt, sample_weight, settings, static=static
-    )
+
+def precompile(
+    Xt: Array,
+    sample_weight: Array,
+    settings: FitSettings,
+    static: FitStatic,
+    n_threads: int | None = None,
+) -> None:
+    """Compile (or load from the disk cache) the program :func:`fit` would run, not running it.
+
+    Threaded fits (large data) compile their pieces when they run.
+    """
+    threads, program = _driver(Xt, static, n_threads)
+    if threads == 1:
+        program.precompile(Xt, sample_weight, settings, static=static)
