@@ -33,9 +33,10 @@ def test_restarts_in_turn_match_batched_restarts(X, ks):
             driver.fit_candidates(X, w, ks, "full", None, n_init=4, n_threads=t, **SETTINGS)
             for t in (1, 2)
         ]
+    # The best restart of the largest K goes on past the short runs.
+    assert max(o.n_iter for o in fits[0]) > 20
     for in_turn, batched in zip(*fits, strict=True):
         assert in_turn.n_iter == batched.n_iter
-        assert in_turn.n_iter > 20  # the best restart went on past the short runs
         np.testing.assert_allclose(in_turn.objective, batched.objective, rtol=1e-8)
         for a, b in zip(in_turn.params, batched.params, strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-10)
