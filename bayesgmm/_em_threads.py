@@ -26,7 +26,7 @@ _prepare_jit = bounded_jit(_prepare, static_argnames=("static",))
 
 
 def _share_e_step(
-    Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single
+    Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single, centred
 ):
     """E-step statistics (and reference points) of one thread's share of the row blocks."""
     n_blocks = -(-Xt.shape[1] // block_size)
@@ -34,13 +34,16 @@ def _share_e_step(
     blocks = thread + n_threads * jnp.arange(-(-n_blocks // n_threads), dtype=jnp.int32)
 
     def one(params):
-        return e_step(Xt, sample_weight, block_size, params, covariance_type, blocks=blocks)
+        return e_step(
+            Xt, sample_weight, block_size, params, covariance_type, blocks=blocks, centred=centred
+        )
 
     return _over_fits(one, single)(params)
 
 
 _share_e_step_jit = bounded_jit(
-    _share_e_step, static_argnames=("covariance_type", "block_size", "n_threads", "single")
+    _share_e_step,
+    static_argnames=("covariance_type", "block_size", "n_threads", "single", "centred"),
 )
 
 
@@ -78,6 +81,7 @@ def fit_threaded(
         block_size=static.block_size,
         n_threads=n_threads,
         single=single,
+        centred=static.centred,
     )
     with ThreadPoolExecutor(n_threads) as pool:
         done, first = False, True

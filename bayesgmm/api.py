@@ -10,19 +10,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.scipy.special import logsumexp
 from jax.typing import ArrayLike
 
 from . import _validation as v
 from . import stream
+from ._transform import (
+    Transform,
+    identity,
+    params_to_data,
+)
 from .driver import Outcome, data_moments, fit_candidates
 from .init import DEFAULT_INIT, DEFAULT_N_INIT
 from .numerics import float_dtype
-from .params import GMMParams, full_covariances, make_params, n_parameters
+from .params import GMMParams, n_parameters
 from .predictive import finish_posterior, sample_prior_predictive
 from .priors import Prior, PriorParams, cast_prior, needs_data, resolve_prior
+from .scoring import clamp, draw, score_array, total_of, working_params
 from .sources import is_source
-from .stats import choose_block_size, log_prob_fn, map_blocks
 
 as_key = v.as_key  # re-exported: the samplers take their keys from here
 
@@ -91,7 +95,7 @@ class Mixture:
         PriorParams or None
             NumPy float64 arrays; ``None`` for maximum likelihood.
         """
-        Xa = v.check_X(X, dtype=float_dtype())
+        Xa = v.check_X(X)
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
         return self._resolve(Xa, w)
 
@@ -229,6 +233,11 @@ class Mixture:
         Returns
         -------
         FitResult
+
+        Notes
+        -----
+        The objective never falls with a prior or ``reg_covar=0``; with ``reg_covar > 0`` the
+        M-step is not an exact maximiser (falls up to ~1e-5 relative, see docs/design.md).
         """
         settings = v.check_em_settings(
             init=init, n_init=n_init, max_iter=max_iter, tol=tol, rng_key=rng_key
@@ -248,7 +257,7 @@ class Mixture:
             if isinstance(out, str):
                 raise ValueError(out)
             return FitResult.from_outcome(self, out, d)
-        Xa = v.check_X(X, dtype=float_dtype())
+        Xa = v.check_X(X)
         w = v.check_sample_weight(sample_weight, Xa.shape[0])
         v.check_enough_samples(Xa.shape[0], w, self.n_components)
         ip = None
@@ -372,22 +381,6 @@ class Mixture:
     sample_prior_predictive = sample_prior_predictive  # see bayesgmm.predictive
 
 
-# What the scoring methods keep of the log-densities lp (K, B) of a block of rows.
-_REDUCTIONS = {
-    "score_samples": lambda lp: logsumexp(lp, axis=0, keepdims=True),
-    "predict_proba": lambda lp: jnp.exp(lp - logsumexp(lp, axis=0, keepdims=True)),
-    "predict": lambda lp: jnp.argmax(lp, axis=0, keepdims=True),
-}
-
-
-@partial(jax.jit, static_argnames=("covariance_type", "block_size", "output"))
-def _score_rows(Xt, params: GMMParams, covariance_type: str, block_size: int, output: str):
-    """Block by block, ``_REDUCTIONS[output]`` of log pi_k N(x | k): shape (n, K) or (n,)."""
-    log_prob = log_prob_fn(params, covariance_type)
-    out = map_blocks(lambda xt: _REDUCTIONS[output](log_prob(xt)), Xt, block_size)
-    return out[:, 0] if output in ("score_samples", "predict") else out
-
-
 class FitResult:
     """The outcome of :meth:`Mixture.fit_em`.
 
@@ -424,17 +417,20 @@ class FitResult:
         history: np.ndarray,
         prior: PriorParams | None,
         n_features_in: int,
+        transform: Transform | None = None,
     ) -> None:
-        self.mixture = mixture
-        self._params = params_internal
-        self.covariance_type = mixture.covariance_type
-        self.n_iter = n_iter
-        self.converged = converged
-        self.log_likelihood = log_likelihood
-        self.objective = objective
-        self.history = history
+        # _params: those of (X - shift) / scale in the working dtype, on the device; the public
+        # attributes are those of X as given, float64 (see bayesgmm._transform).
+        self.mixture, self._params, self.n_features_in = mixture, params_internal, n_features_in
+        self._transform = identity(n_features_in) if transform is None else transform
+        self._data_params: tuple[np.ndarray, ...] | None = None
+        self.covariance_type, self.n_iter, self.converged = (
+            mixture.covariance_type,
+            n_iter,
+            converged,
+        )
+        self.log_likelihood, self.objective, self.history = log_likelihood, objective, history
         self.prior = prior
-        self.n_features_in = n_features_in
 
     @classmethod
     def from_outcome(cls, mixture: Mixture, outcome: Outcome, n_features: int) -> FitResult:
@@ -451,32 +447,24 @@ class FitResult:
             history=outcome.history,
             prior=outcome.prior,
             n_features_in=n_features,
+            transform=getattr(outcome, "transform", None),
         )
 
     @classmethod
     def from_params(cls, mixture: Mixture, weights, means, covariances) -> FitResult:
-        """A result object for given parameters (no fitting), e.g. to score or sample."""
-        dtype = float_dtype()
-        means = jnp.asarray(means, dtype)
-        if means.ndim == 1:
-            means = means[:, None]
-        p = make_params(
-            jnp.asarray(weights, dtype),
-            means,
-            jnp.asarray(covariances, dtype),
-            mixture.covariance_type,
+        """A result for given parameters (no fitting), e.g. to score or sample.
+
+        Validated as ``init_params`` (weights may be 0); a ValueError names the parameter.
+        """
+        if not isinstance(mixture, Mixture):
+            raise ValueError(f"mixture must be a bayesgmm.Mixture, got {type(mixture).__name__}.")
+        ct = mixture.covariance_type
+        p, t = working_params(
+            v.check_params(*(weights, means, covariances), mixture.n_components, None, ct), ct
         )
-        return cls(
-            mixture=mixture,
-            params_internal=p,
-            n_iter=0,
-            converged=False,
-            log_likelihood=float("nan"),
-            objective=float("nan"),
-            history=np.zeros(0),
-            prior=None,
-            n_features_in=means.shape[1],
-        )
+        kw = dict(mixture=mixture, params_internal=p, prior=None, transform=t, n_iter=0)
+        kw |= dict(n_features_in=p.means.shape[1], converged=False, history=np.zeros(0))
+        return cls(log_likelihood=float("nan"), objective=float("nan"), **kw)
 
     def __repr__(self) -> str:
         return (
@@ -490,24 +478,31 @@ class FitResult:
     def n_components(self) -> int:
         return self.mixture.n_components
 
+    def _host_params(self) -> tuple[np.ndarray, ...]:
+        if self._data_params is None:
+            p = jax.device_get(self._params)
+            self._data_params = params_to_data(*p, self._transform)
+        return self._data_params
+
+    # float64 in both precisions: the means of float64 data near 1e8 keep their digits.
     @property
-    def weights(self) -> Array:
-        return self._params.weights
+    def weights(self) -> np.ndarray:
+        return self._host_params()[0]
 
     @property
-    def means(self) -> Array:
-        return self._params.means
+    def means(self) -> np.ndarray:
+        return self._host_params()[1]
 
     @property
-    def covariances(self) -> Array:
-        return self._params.covariances
+    def covariances(self) -> np.ndarray:
+        return self._host_params()[2]
 
     @property
-    def precisions_cholesky(self) -> Array:
-        return self._params.precisions_chol
+    def precisions_cholesky(self) -> np.ndarray:
+        return self._host_params()[3]
 
     @property
-    def params(self) -> dict[str, Array]:
+    def params(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights, "means": self.means, "covariances": self.covariances}
 
     @property
@@ -515,33 +510,38 @@ class FitResult:
         return n_parameters(self.n_components, self.n_features_in, self.covariance_type)
 
     # ------------------------------------------------------------------ scoring
-    def _score_rows(self, X, output: str) -> Array:
+    def _score_rows(self, X, output: str) -> np.ndarray:
+        score = partial(score_array, self._params, self._transform, self.covariance_type, output)
         if stream.streamed_or_sharded(X):  # in chunks, or this process's rows
             X = stream.local_rows(X)
             if is_source(X):
-                cov = self.covariance_type
                 return stream.map_source(
                     X, self._params, self.n_features_in,
-                    lambda xt, block: _score_rows(xt, self._params, cov, block, output),
+                    lambda xt, block: score(np.asarray(xt, np.float64).T),
                 )  # fmt: skip
-        Xa = v.check_X(X, n_features=self.n_features_in, dtype=self.means.dtype)
-        Xt = np.asarray(Xa.T, self.means.dtype)  # the rows as columns, see bayesgmm.stats
-        block = choose_block_size(Xa.shape[0], self.n_components, self.n_features_in)
-        return _score_rows(Xt, self._params, self.covariance_type, block, output)
+        return score(v.check_X(X, n_features=self.n_features_in))
 
-    def score_samples(self, X: ArrayLike) -> Array:
-        """Log-density of each row under the mixture: shape (n_samples,)."""
-        return self._score_rows(X, "score_samples")
+    def score_samples(self, X: ArrayLike) -> np.ndarray:
+        """Log-density of each row under the mixture: shape (n_samples,), working dtype.
+
+        Finite for every finite row: beyond the dtype's range, its most negative value.
+        """
+        lp = self._score_rows(X, "score_samples")
+        dtype = lp.dtype
+        return np.maximum(
+            lp - self.n_features_in * self._transform.log_scale, -np.finfo(dtype).max
+        ).astype(dtype)
 
     def score(self, X: ArrayLike) -> float:
-        """Mean log-likelihood per sample."""
-        return float(np.mean(np.asarray(self.score_samples(X), np.float64)))
+        """Mean log-likelihood per sample (finite for finite X)."""
+        lp = np.asarray(self.score_samples(X), np.float64)
+        return float(np.sum(lp / lp.shape[0]))
 
-    def predict_proba(self, X: ArrayLike) -> Array:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Posterior component probabilities (responsibilities): shape (n_samples, n_components)."""
         return self._score_rows(X, "predict_proba")
 
-    def predict(self, X: ArrayLike) -> Array:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable component of each row: shape (n_samples,)."""
         return self._score_rows(X, "predict")
 
@@ -550,25 +550,22 @@ class FitResult:
 
         For MAP fits the log-likelihood is taken at the MAP estimate, as mclust does.
         """
-        ll = np.asarray(self.score_samples(X), np.float64)  # also for sources, in chunks
-        return -2 * float(np.sum(ll)) + self.n_parameters * np.log(ll.shape[0])
+        total, n = total_of(self.score_samples(X))  # also for sources, in chunks
+        return clamp(-2 * total + self.n_parameters * np.log(n))
 
     def aic(self, X: ArrayLike) -> float:
         """Akaike information criterion (lower is better)."""
-        total = float(np.sum(np.asarray(self.score_samples(X), np.float64)))
-        return -2 * total + 2 * self.n_parameters
+        total, _ = total_of(self.score_samples(X))
+        return clamp(-2 * total + 2 * self.n_parameters)
 
-    def sample(self, n_samples: int = 1, rng_key: int | Array = 0) -> tuple[Array, Array]:
-        """Draw ``n_samples`` rows from the fitted mixture: ``(X_new, labels)``."""
+    def sample(self, n_samples: int = 1, rng_key: int | Array = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n_samples`` rows from the fitted mixture: ``(X_new, labels)``.
+
+        ``X_new`` is float64; drawn for a bucket of sizes (no compilation per ``n_samples``).
+        """
         n_samples = v.check_positive_int(n_samples, "n_samples")
-        k1, k2 = jax.random.split(as_key(rng_key))
-        labels = jax.random.categorical(k1, jnp.log(self.weights), shape=(n_samples,))
-        d = self.n_features_in
-        cov = full_covariances(self.covariances, self.covariance_type, self.n_components, d)
-        chol = jnp.linalg.cholesky(cov)
-        z = jax.random.normal(k2, (n_samples, d), self.means.dtype)
-        X_new = self.means[labels] + jnp.einsum("nde,ne->nd", chol[labels], z)
-        return X_new, labels
+        key = as_key(rng_key)
+        return draw(key, self._params, self._transform, self.covariance_type, n_samples)
 
     def _for_sampler(self, mixture: Mixture, n_features: int) -> dict[str, np.ndarray]:
         """This fit's parameters (NumPy float64) as a sampler's start; it must fit ``mixture``."""

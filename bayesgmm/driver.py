@@ -18,6 +18,18 @@ import jax
 import numpy as np
 
 from . import em
+from ._transform import (
+    Transform,
+    check_in_range,
+    fit_transform,
+    log_prior_jacobian,
+    normalise_weights,
+    params_to_working,
+    prior_to_working,
+    to_working,
+)
+from ._validation import check_rng_key
+from .numerics import float_dtype
 from .params import GMMParams
 from .priors import DataMoments, Prior, PriorParams, needs_data, resolve_prior
 from .stats import choose_block_size
@@ -35,43 +47,47 @@ class Outcome(NamedTuple):
     objective: float  # log-likelihood plus log-prior
     history: np.ndarray  # shape=(n_iter,): the objective after each iteration
     prior: PriorParams | None  # the resolved hyperparameters (NumPy float64)
+    # ``params`` are those of (X - shift) / scale; None: of X itself. The scalars above are those
+    # of X as given.
+    transform: Transform | None = None
 
 
 def key_on_host(rng_key) -> np.ndarray | jax.Array:
-    """A PRNG key from a seed or a key; the usual seeds (0 <= seed < 2**31) made with NumPy.
-
-    ``jax.random.PRNGKey(seed)`` is the raw key ``[0, seed]`` there; building it on the host
-    spares a compilation on the first fit of a process. ``rng_key`` must be validated.
-    """
-    if isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
-        if 0 <= int(rng_key) < 2**31:
-            return np.array([0, int(rng_key)], np.uint32)
-        return jax.random.PRNGKey(int(rng_key))
-    return rng_key
+    """A PRNG key from a seed or a key (see :func:`bayesgmm._validation.check_rng_key`)."""
+    return check_rng_key(rng_key)
 
 
 _moments_jit = jax.jit(_data_moments, static_argnames=("block_size",))
 
 
 def data_moments(
-    X: np.ndarray, sample_weight: np.ndarray, block_size: int | None = None
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    block_size: int | None = None,
+    transform: Transform | None = None,
 ) -> DataMoments:
-    """Weighted mean, covariance and total weight of validated ``X`` (n, D), in ``X``'s dtype.
+    """Weighted mean, covariance and total weight of validated ``X`` (n, D), as given.
 
-    One blocked pass of the sufficient statistics (:func:`bayesgmm.stats.data_moments`);
-    ``block_size`` defaults to the one the fits use for one component.
+    The data are centred and scaled on the host (:func:`bayesgmm._transform.fit_transform`),
+    cast to the working precision, their moments taken in one blocked pass of the sufficient
+    statistics (:func:`bayesgmm.stats.data_moments`) and mapped back in float64; so float32
+    moments of data near 1e8 keep their digits. ``block_size`` defaults to the one the fits use
+    for one component.
     """
     n, d = X.shape
-    dtype = X.dtype
+    dtype = np.dtype(float_dtype())
+    t = fit_transform(X, sample_weight) if transform is None else transform
+    Xt = to_working(X, t, dtype)
     block = choose_block_size(n, 1, d) if block_size is None else block_size
     # Concrete data give concrete moments even when called while JAX traces a function (the
     # NumPyro model, called with data, under jit).
     with jax.ensure_compile_time_eval():
-        moments = _moments_jit(
-            np.asarray(X.T, dtype), np.asarray(sample_weight, dtype), block_size=block
-        )
+        u, _ = normalise_weights(sample_weight)  # moments do not depend on the weights' scale
+        moments = _moments_jit(Xt, u.astype(dtype), block_size=block)
     mean, cov, total = jax.device_get(moments)
-    return DataMoments(np.asarray(mean, np.float64), np.asarray(cov, np.float64), float(total))
+    mean = t.shift + t.scale * np.asarray(mean, np.float64)
+    cov = t.scale**2 * np.asarray(cov, np.float64)
+    return DataMoments(mean, cov, float(np.sum(sample_weight)))
 
 
 def singular_message(reg_covar: float, n_iter: int, with_prior: bool = False) -> str:
@@ -119,7 +135,8 @@ def fit_candidates(
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        Validated data in the working dtype (float32, or float64 with x64 on).
+        Validated data, float64 preferably: centred, scaled and cast to the working dtype
+        here (:mod:`bayesgmm._transform`).
     sample_weight : ndarray of shape (n_samples,)
         Validated weights.
     n_components : list of int
@@ -148,7 +165,7 @@ def fit_candidates(
     planned = _plan(X, sample_weight, n_components, covariance_type, prior, reg_covar=reg_covar,
                     rng_key=rng_key, n_init=n_init, init=init, max_iter=max_iter, tol=tol,
                     init_params=init_params, moments=moments, block_size=block_size)  # fmt: skip
-    return _collect(planned, _run_jobs(*planned[:3], n_threads), reg_covar)
+    return _collect(planned, _run_jobs(*planned[:3], n_threads), reg_covar, n_threads)
 
 
 def fit_candidate_groups(
@@ -186,7 +203,8 @@ def fit_candidate_groups(
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(compile_one, programs.values()))
-    return [_collect(p, _run_jobs(*p[:3], n_threads), settings["reg_covar"]) for p in planned]
+    reg_covar = settings["reg_covar"]
+    return [_collect(p, _run_jobs(*p[:3], n_threads), reg_covar, n_threads) for p in planned]
 
 
 def _plan(
@@ -206,26 +224,41 @@ def _plan(
     moments=None,
     block_size=None,
 ):
-    """The compiled runs of :func:`fit_candidates`: ``(Xt, w, jobs, (n_components, priors))``."""
+    """The compiled runs of :func:`fit_candidates`: ``(Xt, w, jobs, ctx)``.
+
+    ``ctx`` holds what :func:`_collect` needs to turn the runs' outputs into outcomes.
+    """
     n, d = X.shape
-    dtype = X.dtype
+    dtype = np.dtype(float_dtype())
+    # Host-side, in float64: centre and scale the data, normalise the weights (see
+    # bayesgmm._transform), then cast to the working dtype. Every batch job below fits the
+    # same transformed data; outcomes are mapped back to the data as given.
+    t = fit_transform(X, sample_weight)
+    Xt = to_working(X, t, dtype)  # the data as columns, see bayesgmm.stats
+    w, factor = _working_weights(sample_weight, prior, dtype)
     if moments is None and needs_data(prior):
-        moments = data_moments(X, sample_weight)
+        moments = data_moments(X, sample_weight, transform=t)
     priors = [resolve_prior(prior, moments, k, covariance_type) for k in n_components]
-    if init_params is not None and all(a is not None for a in init_params):
-        n_init = 1  # a fully given start leaves nothing to restart
+    reg_w = reg_covar / t.scale**2
+    check_in_range(reg_w, dtype, f"reg_covar={reg_covar:g}")
+    if init_params is not None:
+        if all(a is not None for a in init_params):
+            n_init = 1  # a fully given start leaves nothing to restart
+        init_params = params_to_working(
+            *init_params, t, covariance_type, dtype, name="init_params['{}']"
+        )
     # NumPy arguments of the right dtype go straight into the compiled program: jnp.asarray
     # with a dtype conversion would compile a small program of its own for each of them.
     common = dict(
         rng_key=key_on_host(rng_key),
         tol=dtype.type(tol),
-        reg_covar=dtype.type(reg_covar),
-        init_params=None
-        if init_params is None
-        else tuple(None if a is None else np.asarray(a, dtype) for a in init_params),
+        reg_covar=dtype.type(reg_w),
+        init_params=init_params,
     )
-    # The data as columns, see bayesgmm.stats.
-    Xt, w = np.asarray(X.T, dtype), np.asarray(sample_weight, dtype)
+    if priors[0] is not None:
+        working = [
+            prior_to_working(p, t, k, dtype) for p, k in zip(priors, n_components, strict=True)
+        ]
     plan = plan_batches(n, d, n_components, n_init)
     jobs = []
     for bucket, members in plan:
@@ -234,7 +267,7 @@ def _plan(
         prior_batch = None
         if priors[0] is not None:
             prior_batch = jax.tree.map(
-                lambda *a: np.stack(a).astype(dtype), *(priors[c] for c in members)
+                lambda *a: np.stack(a).astype(dtype), *(working[c] for c in members)
             )
         settings = em.FitSettings(
             **common,
@@ -252,18 +285,55 @@ def _plan(
             short_restarts=True,
         )
         jobs.append((members, settings, static))
-    return Xt, w, jobs, (n_components, priors)
+    ctx = dict(n_components=n_components, priors=priors, t=t, d=d, factor=factor,
+               covariance_type=covariance_type, max_iter=max_iter, dtype=dtype)  # fmt: skip
+    return Xt, w, jobs, ctx
 
 
-def _collect(planned, outs, reg_covar: float) -> list[Outcome | str]:
-    """Per candidate of a :func:`_plan`, its best restart from the runs' outputs ``outs``."""
-    _, _, jobs, (n_components, priors) = planned
+def _collect(planned, outs, reg_covar: float, n_threads) -> list[Outcome | str]:
+    """Per candidate of a :func:`_plan`, its best restart (in data units) from ``outs``."""
+    Xt, w, jobs, ctx = planned
+    covariance_type, n_components = ctx["covariance_type"], ctx["n_components"]
+    priors = ctx["priors"]
+    outs = list(outs)
+    if ctx["dtype"] == np.float64:
+        # Components too far apart (in their own standard deviations) for float64's expanded
+        # E-step: its cancellation would show in the objective, which then falls or cycles.
+        # Those jobs run again, centring the rows on every component (bayesgmm.stats).
+        redo = [
+            i for i, out in enumerate(outs) if _expansion_too_coarse(out.params, covariance_type)
+        ]
+        if redo:
+            again = [(m, s, st._replace(centred=True)) for m, s, st in (jobs[i] for i in redo)]
+            for i, out in zip(redo, _run_jobs(Xt, w, again, n_threads), strict=True):
+                outs[i] = out
+    total = float(np.sum(w, dtype=np.float64))
     results: list[Outcome | str | None] = [None] * len(n_components)
-    for (members, _, static), out in zip(jobs, outs, strict=True):
+    for (members, _, _), out in zip(jobs, outs, strict=True):
         for i, c in enumerate(members):
             k = n_components[c]
-            results[c] = _best_restart(out, static.covariance_type, reg_covar, i, k, priors[c])
+            best = _best_restart(out, covariance_type, reg_covar, i, k, priors[c])
+            if not isinstance(best, str):
+                _warn_if_cycled(best, ctx["max_iter"])
+                best = _to_data_units(
+                    best, ctx["t"], ctx["d"], covariance_type, ctx["factor"], total
+                )
+            results[c] = best
     return results
+
+
+def _warn_if_cycled(best: Outcome, max_iter: int) -> None:
+    """Warn when EM stopped early without converging: the cycle test of bayesgmm.em.advance."""
+    if not best.converged and best.n_iter < max_iter:
+        warnings.warn(
+            f"EM for n_components={best.n_components} stopped after {best.n_iter} iterations "
+            "without converging: the objective returned to its value of two iterations before "
+            "(it cycles at the limit of the working precision, typically from nearly singular "
+            "covariances). The parameters are as good as this precision allows; "
+            "converged=False.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 # Rows x largest K x features up to which a search over K runs as one vmapped program padded to
@@ -341,6 +411,70 @@ def _run_jobs(Xt, w, jobs, n_threads):
         rest = [job for job in jobs if firsts[job[2]] is not job]
         later = iter(pool.map(run, rest))
     return [early[job[2]] if firsts[job[2]] is job else next(later) for job in jobs]
+
+
+# The expanded float64 E-step loses about eps * |mu_k - c|^2 / sigma_k^2 of a log-density (c the
+# mixture mean). Above this, relative to 1, the fit is redone with rows centred on every
+# component, which keeps the EM objective monotone to round-off (tests/test_property.py).
+_EXPANSION_NOISE = 1e-11
+
+
+def _expansion_too_coarse(params: GMMParams, covariance_type: str) -> bool:
+    """Whether any fit's components sit too far from the mixture mean for the expansion.
+
+    ``params`` have leading (candidate, restart) axes; components of weight 0 (padding) and
+    non-finite fits are ignored.
+    """
+    w = np.asarray(params.weights, np.float64)
+    mu = np.asarray(params.means, np.float64)
+    pc = np.asarray(params.precisions_chol, np.float64)
+    with np.errstate(all="ignore"):
+        dev = mu - np.einsum("...k,...kd->...d", w, mu)[..., None, :]
+        if covariance_type == "full":
+            y = np.einsum("...kd,...kde->...ke", dev, pc)
+        elif covariance_type == "tied":
+            y = np.einsum("...kd,...de->...ke", dev, pc)
+        elif covariance_type == "diag":
+            y = dev * pc
+        else:
+            y = dev * pc[..., None]
+        sep2 = np.where(w > 0, np.sum(y * y, axis=-1), 0.0)
+        sep2 = np.where(np.isfinite(sep2), sep2, 0.0)
+    return bool(np.finfo(np.float64).eps * np.max(sep2) > _EXPANSION_NOISE)
+
+
+def _working_weights(sample_weight: np.ndarray, prior, dtype) -> tuple[np.ndarray, float]:
+    """The weights the compiled fit sees, and the factor that maps its sums back.
+
+    Maximum likelihood does not depend on the weights' scale: they are normalised to mean 1
+    (:func:`bayesgmm._transform.normalise_weights`). A MAP fit does (the weights count rows
+    against the prior), so its weights go in as given and must be representable.
+    """
+    if prior is None:
+        u, factor = normalise_weights(sample_weight)
+        return u.astype(dtype), factor
+    w = np.asarray(sample_weight, np.float64)
+    check_in_range(np.sum(w), dtype, "sample_weight (their sum)")
+    positive = w[w > 0]
+    if np.min(positive) < np.finfo(dtype).tiny * 2**24:
+        raise ValueError(
+            f"sample_weight underflows {np.dtype(dtype).name}: the smallest positive weight is "
+            f"{np.min(positive):.3g}. With a prior the weights' scale matters (they count rows "
+            "against the prior); rescale them or use float64."
+        )
+    return w.astype(dtype), 1.0
+
+
+def _to_data_units(
+    out: Outcome, t: Transform, d: int, covariance_type: str, factor: float, weight: float
+) -> Outcome:
+    """The log-likelihood, objective and history of the data as given (see _transform)."""
+    shift = weight * d * t.log_scale  # sum of the weights times log|det| of the map
+    jac = 0.0 if out.prior is None else log_prior_jacobian(t, out.n_components, d, covariance_type)
+    ll = factor * (out.log_likelihood - shift)
+    obj = factor * (out.objective - shift) - jac
+    history = factor * (np.asarray(out.history, np.float64) - shift) - jac
+    return out._replace(log_likelihood=ll, objective=obj, history=history, transform=t)
 
 
 def _best_restart(

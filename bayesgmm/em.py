@@ -151,6 +151,14 @@ def advance(
     keep = state.stop | singular
     params = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state.params, new)
     converged = jnp.abs(obj - state.objective) < cfg.tol * stats.weight
+    # A cycle: the objective is back at its value of two iterations ago (rounding in the M-step
+    # of ill-conditioned covariances can make EM alternate at the limit of the precision). Stop,
+    # not converged; the driver warns.
+    back = state.history[jnp.maximum(state.n_iter - 2, 0)]
+    # Alternation at the last digits is round-off at a fixed point, for ``tol`` to judge.
+    beyond_roundoff = jnp.abs(obj - state.objective) > 1e3 * jnp.finfo(obj.dtype).eps * jnp.abs(obj)
+    cycling = (state.n_iter >= 2) & (obj == back) & beyond_roundoff
+    converged = converged & ~cycling
     n_iter = state.n_iter + jnp.where(state.stop, 0, 1).astype(jnp.int32)
     return EMState(
         params,
@@ -159,7 +167,7 @@ def advance(
         history,
         jnp.where(state.stop, state.converged, converged & ~singular),
         jnp.where(state.stop, state.singular, singular),
-        state.stop | converged | singular | (n_iter >= max_iter),
+        state.stop | converged | singular | cycling | (n_iter >= max_iter),
         state.stop,
         stats.loglik,
     )
@@ -173,9 +181,12 @@ def em_step(
     covariance_type: str,
     max_iter: int,
     block_size: int,
+    centred: bool = False,
 ) -> EMState:
     """One E-step and, unless ``state.stop``, one M-step (see :func:`advance`)."""
-    stats, ref = e_step(Xt, sample_weight, block_size, state.params, covariance_type)
+    stats, ref = e_step(
+        Xt, sample_weight, block_size, state.params, covariance_type, centred=centred
+    )
     return advance(state, stats, ref, cfg, covariance_type, max_iter)
 
 
@@ -236,6 +247,9 @@ class FitStatic(NamedTuple):
     # candidate runs on (the fitting driver); False: every restart runs to the end and all are
     # returned (the sampler's reference fits want every mode).
     short_restarts: bool = False
+    # float64 only: centre the rows on every component instead of expanding the quadratic forms
+    # (see bayesgmm.stats), for components too far apart for the expansion's cancellation.
+    centred: bool = False
 
     @property
     def single(self) -> bool:
@@ -332,10 +346,14 @@ def _over_fits(fn, single: bool):
 SHORT_EM_ITERS = 20
 
 
-def _loop(Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size) -> EMState:
+def _loop(
+    Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size, centred=False
+) -> EMState:
     return jax.lax.while_loop(
         lambda s: ~s.done,
-        lambda s: em_step(s, Xt, sample_weight, cfg, covariance_type, max_iter, block_size),
+        lambda s: em_step(
+            s, Xt, sample_weight, cfg, covariance_type, max_iter, block_size, centred
+        ),
         state,
     )
 
@@ -389,7 +407,16 @@ def _restarts_in_turn(
                 lambda: _resume(best, max_iter),
             )
             cap = jnp.where(is_restart, short, max_iter)
-            state = _loop(Xt, sample_weight, cfg, state, covariance_type, cap, static.block_size)
+            state = _loop(
+                Xt,
+                sample_weight,
+                cfg,
+                state,
+                covariance_type,
+                cap,
+                static.block_size,
+                static.centred,
+            )
             # _prepare's pick: the first highest objective among finite, non-singular ends.
             ok = ~state.singular & jnp.isfinite(state.objective)
             score = jnp.where(ok, state.objective, -jnp.inf)
@@ -431,6 +458,7 @@ def _prepare(
             covariance_type=static.covariance_type,
             max_iter=short,
             block_size=static.block_size,
+            centred=static.centred,
         )
         states = jax.vmap(jax.vmap(run))(cfg, state)
         ok = ~states.singular & jnp.isfinite(states.objective)
@@ -463,7 +491,14 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
 
     def run(cfg, state):
         state = _loop(
-            Xt, sample_weight, cfg, state, covariance_type, static.max_iter, static.block_size
+            Xt,
+            sample_weight,
+            cfg,
+            state,
+            covariance_type,
+            static.max_iter,
+            static.block_size,
+            static.centred,
         )
         return finish(state, cfg, covariance_type)
 

@@ -39,7 +39,6 @@ from . import stream
 from .api import FitResult, Mixture
 from .driver import data_moments, fit_candidate_groups
 from .init import SEARCH_INIT, SEARCH_N_INIT
-from .numerics import float_dtype
 from .priors import Prior, needs_data
 
 if TYPE_CHECKING:
@@ -219,7 +218,7 @@ def select(
         return _select_rows(
             X, ks, types, prior, criterion, reg_covar, sample_weight, chunk_size, settings
         )
-    Xa = v.check_X(X, dtype=float_dtype())
+    Xa = v.check_X(X)
     w = v.check_sample_weight(sample_weight, Xa.shape[0])
     ks = [k for k in ks if k <= Xa.shape[0]]
     if not ks:

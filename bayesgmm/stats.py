@@ -194,15 +194,17 @@ def _natural_params(params: GMMParams, covariance_type: str) -> tuple[Array, Arr
 RespFn = Callable[[Array, Array, Array], tuple[Array, Array]]
 
 
-def log_prob_fn(params: GMMParams, covariance_type: str) -> Callable[..., Array]:
+def log_prob_fn(
+    params: GMMParams, covariance_type: str, centred: bool = False
+) -> Callable[..., Array]:
     """``f(xt, xk=None)``: log pi_k + log N(x_b | mu_k, Sigma_k), shape (K, B).
 
     ``xt`` (D, B) are rows as columns; ``xk`` (K, D, B), the same rows centred on the means, is
     reused by float32 when the caller has it. float64 expands the quadratic forms about the
-    mixture mean (one matrix product per block); float32 centres on every component. The
-    module docstring says why.
+    mixture mean (one matrix product per block) unless ``centred``; float32 centres on every
+    component. The module docstring says why.
     """
-    if _expands(params):
+    if _expands(params) and not centred:
         theta, beta = _natural_params(params, covariance_type)
         c = center_of(params)[:, None]
 
@@ -217,6 +219,28 @@ def log_prob_fn(params: GMMParams, covariance_type: str) -> Callable[..., Array]
         return const - 0.5 * _mahalanobis_centered(xk, params, covariance_type)
 
     return whitened
+
+
+def scaled_log_prob_fn(params: GMMParams, covariance_type: str) -> Callable[..., Array]:
+    """``f(xt, r, t2) -> a`` (K, B) with ``log pi_k N(x_b | k) = t2_b * a[k, b]``: for scoring.
+
+    Each row ``x_b`` comes scaled down by a power of two ``t_b >= 1`` (``xt = x / t``, ``r =
+    1 / t``, ``t2 = t^2``, capped at the dtype's largest value), so that rows arbitrarily far
+    from the means neither overflow nor lose the log-densities' order: ``a = const / t^2 -
+    |U^T (x / t - mu / t)|^2 / 2``. Rows are always centred on every component (no expansion
+    about one point, which cancels for far rows). Overflowing ``a`` is clamped to the dtype's
+    most negative finite value; components of weight zero get ``-inf``.
+    """
+    const = _log_norm_const(params, covariance_type)[:, None]
+    big = jnp.finfo(params.means.dtype).max
+    positive = (params.weights > 0)[:, None]
+
+    def scaled(xt, r, t2):
+        xk = xt[None, :, :] - params.means[:, :, None] * r[None, None, :]
+        a = const / t2[None, :] - 0.5 * _mahalanobis_centered(xk, params, covariance_type)
+        return jnp.where(positive, jnp.maximum(a, -big), -jnp.inf)
+
+    return scaled
 
 
 def _expands(params: GMMParams) -> bool:
@@ -388,10 +412,13 @@ def e_step(
     params: GMMParams,
     covariance_type: str,
     blocks: Array | None = None,
+    centred: bool = False,
 ) -> tuple[SuffStats, Array]:
     """The statistics of the responsibilities under ``params``, and the log-likelihood.
 
     ``blocks``, if given, restricts them to those row blocks (see :func:`sum_blocks`).
+    ``centred`` makes float64 centre the rows on every component as float32 does (for
+    components so far apart that the expansion's cancellation would show, see the driver).
 
     Returns
     -------
@@ -400,10 +427,11 @@ def e_step(
         The reference points of ``stats``: the current means (float32), or the mixture mean
         repeated (float64, whose statistics come from the expansion's features).
     """
-    if not _expands(params):
+    if centred or not _expands(params):
         # float32 centres on every component: the expansion's cancellation (eps |xbar_k - c|^2
         # in a variance) would hide variances as small as a maximum-likelihood reg_covar floor.
-        log_prob = log_prob_fn(params, covariance_type)
+        # float64 does too when asked (components too far apart, see the driver).
+        log_prob = log_prob_fn(params, covariance_type, centred=True)
 
         def resp_fn(xt, xk, i):
             return _responsibilities(log_prob(xt, xk))

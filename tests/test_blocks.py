@@ -49,7 +49,11 @@ def _fit(X, covariance_type, start, dtype, block_size=None, n_threads=None):
 
 
 def _arrays(out):
-    p = out.params
+    # The driver's parameters are those of the centred and scaled data: map them back.
+    p = out.params._replace(
+        means=out.transform.shift + out.transform.scale * np.asarray(out.params.means, np.float64),
+        covariances=out.transform.scale**2 * np.asarray(out.params.covariances, np.float64),
+    )
     return {
         "weights": np.asarray(p.weights, np.float64),
         "means": np.asarray(p.means, np.float64),

@@ -27,14 +27,17 @@ REF = json.loads((Path(__file__).parent / "data" / "mclust_reference.json").read
 REG = 1e-6  # the default reg_covar
 
 
-# Old Faithful and iris are rounded (three decimals; one decimal): with ten k-means restarts the
-# best objective of diag K=9 (faithful) and K=8 (iris) belongs to a restart whose component sits
-# on repeated values with variance exactly reg_covar, and its BIC is the lowest in the table.
-@pytest.mark.parametrize("name, load, k", [("faithful", load_faithful, 9), ("iris", load_iris, 8)])
-def test_select_marks_and_skips_floor_fits(name, load, k):
+# Old Faithful and iris are rounded (three decimals; one decimal): from these single k-means++
+# starts, diag K=8 (faithful and iris) end with a component on repeated values with
+# variance exactly reg_covar, and its BIC is the lowest in the table. (With several restarts the
+# driver keeps a non-degenerate one where there is one, so a single start shows the collapse.)
+@pytest.mark.parametrize(
+    "name, load, k, seed", [("faithful", load_faithful, 8, 14), ("iris", load_iris, 8, 3)]
+)
+def test_select_marks_and_skips_floor_fits(name, load, k, seed):
     X = load()
     with pytest.warns(bg.DegenerateFitWarning, match=rf"diag K={k}: component \d+ .*reg_covar"):
-        sel = bg.select(X, n_components=(3, k), covariance_types="diag", n_init=10, rng_key=0)
+        sel = bg.select(X, n_components=(3, k), covariance_types="diag", n_init=1, rng_key=seed)
     t = sel.table.set_index("n_components")
     cov = np.asarray(sel.fits[(k, "diag")].covariances, np.float64)
     # Independent of the criterion: a variance equals reg_covar up to float32 rounding.
@@ -135,7 +138,8 @@ def test_per_feature_scale_option(x64, faithful):
     for ct in ("full", "tied", "spherical"):
         a = bg.Mixture(k, ct, prior="default").resolve_prior(faithful)
         b = bg.Mixture(k, ct, prior=bg.Prior(scale="per_feature")).resolve_prior(faithful)
-        np.testing.assert_array_equal(a.scale, b.scale)
+        # Equal to round-off (the two spellings take different float64 paths).
+        np.testing.assert_allclose(a.scale, b.scale, rtol=1e-14)
 
 
 def _restart_warning(prior):
