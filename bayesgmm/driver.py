@@ -3,7 +3,7 @@
 ``Mixture.fit_em`` and ``select`` (and, beside this module, the streamed and sharded drivers)
 come here once their arguments are validated. The driver resolves the prior from the data's
 moments, runs every candidate and restart of one covariance type in one compiled program
-(:func:`bayesgmm.em.fit`) and picks each candidate's best restart. It knows nothing of the
+(:func:`bayesgmm.em_run.fit`) and picks each candidate's best restart. It knows nothing of the
 user-facing classes: the surface wraps its :class:`Outcome` in a ``FitResult``.
 """
 
@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from . import em
+from . import em, em_run
 from ._transform import (
     Transform,
     check_in_range,
@@ -154,7 +154,7 @@ def fit_candidates(
     block_size : int, optional
         Rows per block; by default :func:`bayesgmm.stats.choose_block_size`.
     n_threads : int, optional
-        Forwarded to :func:`bayesgmm.em.fit` (``None``: automatic).
+        Forwarded to :func:`bayesgmm.em_run.fit` (``None``: automatic).
 
     Returns
     -------
@@ -199,7 +199,7 @@ def fit_candidate_groups(
         def compile_one(args):
             # JAX's x64 switch is thread-local: the worker must see the caller's.
             with jax.enable_x64(x64):
-                em.precompile(*args)
+                em_run.precompile(*args)
 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(compile_one, programs.values()))
@@ -391,13 +391,13 @@ def _run_jobs(Xt, w, jobs, n_threads):
     """
     if len(jobs) == 1:
         _, settings, static = jobs[0]
-        return [jax.device_get(em.fit(Xt, w, settings, static, n_threads))]
+        return [jax.device_get(em_run.fit(Xt, w, settings, static, n_threads))]
     threads = em.available_threads() if n_threads is None else n_threads
     threads = max(1, min(threads, len(jobs)))
 
     def run(job):
         _, settings, static = job
-        return jax.device_get(em.fit(Xt, w, settings, static, 1))
+        return jax.device_get(em_run.fit(Xt, w, settings, static, 1))
 
     if threads == 1:
         return [run(job) for job in jobs]

@@ -1,14 +1,15 @@
-"""The compiled EM loop: ``init_state`` / ``em_step`` / ``advance`` / ``fit`` over a pytree state.
+"""The compiled EM loop: ``init_state`` / ``em_step`` / ``advance`` / ``_fit`` over a pytree state.
 
-``fit`` takes the traced settings of a batch of fits as one :class:`FitSettings` and the static
-ones as one :class:`FitStatic`; :mod:`bayesgmm.driver` builds both from validated arguments.
+``_fit`` takes the traced settings of a batch of fits as one :class:`FitSettings` and the static
+ones as one :class:`FitStatic`; :mod:`bayesgmm.driver` builds both from validated arguments and
+runs them through :func:`bayesgmm.em_run.fit`.
 
 One iteration is an E-step (which also gives the objective of the current parameters) followed
-by an M-step. The loop is a ``lax.while_loop`` inside one ``jax.jit``; restarts run together
-under ``vmap`` for a few iterations, then the best of them runs on alone. Compiled programs live
-in the bounded cache of :mod:`bayesgmm._compile`. Convergence follows scikit-learn: stop when
-the objective per unit of sample weight changed by less than ``tol`` between two consecutive
-E-steps.
+by an M-step. The loop is a ``lax.while_loop`` inside one ``jax.jit``; restarts run one after the
+other for a few iterations (in one ``fori_loop``), then the best of them runs on. Compiled
+programs live in the bounded cache of :mod:`bayesgmm._compile`. Convergence follows
+scikit-learn: stop when the objective per unit of sample weight changed by less than ``tol``
+between two consecutive E-steps.
 """
 
 from __future__ import annotations
@@ -529,68 +530,3 @@ def available_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def fit(
-    Xt: Array,
-    sample_weight: Array,
-    settings: FitSettings,
-    static: FitStatic,
-    n_threads: int | None = None,
-) -> FitOutput:
-    """Fit by EM, compiled once per shape and ``static``.
-
-    Parameters
-    ----------
-    Xt : array of shape (n_features, n_samples)
-        The data as columns, see :mod:`bayesgmm.stats`.
-    sample_weight : array of shape (n_samples,)
-    settings : FitSettings
-        Traced settings; ``prior`` leaves and ``n_active`` have a leading (n_candidates,) axis.
-    static : FitStatic
-        ``n_candidates`` must equal ``len(settings.n_active)``.
-    n_threads : int, optional
-        ``None`` chooses: tiny problems compile without optimisations, large ones share each
-        E-step among the available cores. ``1`` forces the compiled loop, more forces the
-        threaded loop with that many threads (at most one per row block).
-
-    Returns
-    -------
-    FitOutput
-        Every leaf has leading axes (n_candidates, n_init), or (n_candidates, 1) with
-        ``static.short_restarts``: the restart that is best after :data:`SHORT_EM_ITERS`
-        iterations is the one run to convergence and returned.
-    """
-    threads, program = _driver(Xt, static, n_threads)
-    if threads > 1:
-        from ._em_threads import fit_threaded  # it builds on this module
-
-        return fit_threaded(Xt, sample_weight, settings, static, threads)
-    return program(Xt, sample_weight, settings, static=static)
-
-
-def _driver(Xt: Array, static: FitStatic, n_threads: int | None):
-    """How :func:`fit` runs: (threads, the compiled whole-fit program when threads == 1)."""
-    d, n = Xt.shape
-    size = n * static.n_components * d * static.n_candidates * static.n_init
-    threads = n_threads
-    if threads is None:
-        threads = available_threads() if size >= _THREADED else 1
-    threads = min(threads, -(-n // static.block_size))
-    return threads, (_fit_unoptimized if size <= _TINY else _fit_optimized)
-
-
-def precompile(
-    Xt: Array,
-    sample_weight: Array,
-    settings: FitSettings,
-    static: FitStatic,
-    n_threads: int | None = None,
-) -> None:
-    """Compile (or load from the disk cache) the program :func:`fit` would run, not running it.
-
-    Threaded fits (large data) compile their pieces when they run.
-    """
-    threads, program = _driver(Xt, static, n_threads)
-    if threads == 1:
-        program.precompile(Xt, sample_weight, settings, static=static)
