@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from . import _validation as v
-from . import em
+from . import em, em_run
 from ._nuts_compiled import device_args, precompile
 from .driver import key_on_host
 from .numerics import float_dtype
@@ -110,7 +110,7 @@ def find_references(
         block_size=choose_block_size(n, k, d),
         n_candidates=1,
     )
-    out = em.fit(np.asarray(X.T, dtype), np.asarray(w, dtype), settings, static)
+    out = em_run.fit(np.asarray(X.T, dtype), np.asarray(w, dtype), settings, static)
     out = jax.device_get(out)
     ok = ~out.singular[0] & np.isfinite(out.objective[0])
     candidates = []
