@@ -142,11 +142,23 @@ def fit_transform(X: np.ndarray, sample_weight: np.ndarray) -> Transform:
         lo, hi = X[:, j].min(), X[:, j].max()
         if lo == hi:
             shift[j], std[j] = float(lo), 0.0
+    return transform_from_moments(shift, std)
+
+
+def transform_from_moments(mean: np.ndarray, std: np.ndarray, name: str = "X") -> Transform:
+    """The transform from the weighted mean (D,) and per-column standard deviations (D,).
+
+    For callers that have the moments already, e.g. from one streamed pass over chunks
+    (standard deviations, not variances, so that columns whose variance overflows float64 can
+    still be passed and named). Raises the overflow ValueError of :func:`fit_transform`.
+    """
+    shift = np.asarray(mean, np.float64)
+    std = np.asarray(std, np.float64)
     limit = np.sqrt(np.finfo(np.float64).max)
-    if np.any(std >= limit):
-        j = int(np.argmax(std))
+    if not np.all(std < limit):
+        j = int(np.argmax(np.where(np.isfinite(std), std, np.inf)))
         raise ValueError(
-            f"X overflows: column {j} has a standard deviation of {std[j]:.3g}, whose square "
+            f"{name} overflows: column {j} has a standard deviation of {std[j]:.3g}, whose square "
             f"(its variance) exceeds the float64 range ({np.finfo(np.float64).max:.3g}). "
             "Rescale X (e.g. divide it by a power of ten) before fitting."
         )
@@ -159,17 +171,7 @@ def transform_of_moments(mean: np.ndarray, variance: np.ndarray, name: str = "X"
     """:func:`fit_transform`'s shift and scale from the data's weighted mean and variances (D,)
     computed elsewhere (a streamed pass, :mod:`bayesgmm.stream`): the same definitions."""
     std = np.sqrt(np.maximum(np.asarray(variance, np.float64), 0.0))
-    limit = np.sqrt(np.finfo(np.float64).max)
-    if not np.all(std < limit):
-        j = int(np.argmax(np.where(np.isfinite(std), std, np.inf)))
-        raise ValueError(
-            f"{name} overflows: column {j} has a standard deviation of {std[j]:.3g}, whose "
-            "square (its variance) exceeds the float64 range. Rescale it (e.g. divide it by a "
-            "power of ten) before fitting."
-        )
-    positive = std[std > 0]
-    scale = float(_pow2(np.exp(np.mean(np.log(positive))))) if positive.size else 1.0
-    return Transform(np.asarray(mean, np.float64), scale)
+    return transform_from_moments(mean, std, name)
 
 
 def _aligned_empty(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
@@ -202,7 +204,9 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
     compute = np.promote_types(X.dtype, dtype) if X.dtype.kind == "f" else np.dtype(np.float64)
     hi, lo, inv = Centring(shift, t.scale).split(compute)
     buf = np.empty((_TILE, d), compute)
-    top = 0.0
+    # Squares, sums of squares over rows and features and their products with precisions must
+    # stay finite: keep a margin of 1e4 under the square root of the largest value.
+    limit = float(np.sqrt(np.finfo(dtype).max / 1e4))
     for i in range(0, n, _TILE):
         r = X[i : i + _TILE]
         if trivial:
@@ -214,12 +218,11 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
                 np.subtract(y, lo, out=y)
             if inv != 1:
                 np.multiply(y, inv, out=y)
-        top = max(top, float(y.max()), -float(y.min()))
-        out[:, i : i + _TILE] = y.T
-    # Squares, sums of squares over rows and features and their products with precisions must
-    # stay finite: keep a margin of 1e4 under the square root of the largest value.
-    limit = float(np.sqrt(np.finfo(dtype).max / 1e4))
-    if not top < limit:
+        top = max(float(y.max()), -float(y.min()))
+        if top < limit:
+            out[:, i : i + _TILE] = y.T
+            continue
+        # Raised before the cast, which would warn of its own overflow.
         raise ValueError(
             f"{name} overflows {dtype.name}: after centring and scaling, a value lies "
             f"{top:.3g} (scaled) units from the data mean, and its square exceeds the "
@@ -231,6 +234,33 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
             )
         )
     return out
+
+
+def extreme_outlier(X: np.ndarray, threshold: float = 1e6) -> str | None:
+    """A sentence naming a value far outside the bulk of its column of ``X`` (n, D), or None.
+
+    A value ``threshold`` or more median absolute deviations from its column's median (the
+    median and MAD from at most about 1e5 evenly spaced rows, the largest deviation from every
+    row). EM gives such an outlier a component of its own, which collapses onto it: the
+    fitting driver adds this sentence to its "singular" message so that the cause is named.
+    """
+    n, d = X.shape
+    sample = np.asarray(X[:: max(1, n // 100_000)], np.float64)
+    med = np.median(sample, axis=0)
+    mad = np.median(np.abs(sample - med), axis=0)
+    top = np.zeros(d)
+    for i in range(0, n, _CHUNK):
+        top = np.maximum(top, np.max(np.abs(np.asarray(X[i : i + _CHUNK], np.float64) - med), 0))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.where(mad > 0, top / np.where(mad > 0, mad, 1.0), 0.0)
+    j = int(np.argmax(ratio))
+    if not ratio[j] >= threshold:
+        return None
+    return (
+        f"X spans an extreme range: column {j} holds a value {ratio[j]:.3g} median absolute "
+        "deviations from its median, and such an outlier gets a component of its own, which "
+        "collapses onto it. Remove the outlier (or use prior='default')."
+    )
 
 
 def check_in_range(value: float, dtype, name: str) -> None:

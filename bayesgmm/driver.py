@@ -3,7 +3,7 @@
 ``Mixture.fit_em`` and ``select`` (and, beside this module, the streamed and sharded drivers)
 come here once their arguments are validated. The driver resolves the prior from the data's
 moments, runs every candidate and restart of one covariance type in one compiled program
-(:func:`bayesgmm.em.fit`) and picks each candidate's best restart. It knows nothing of the
+(:func:`bayesgmm.em_run.fit`) and picks each candidate's best restart. It knows nothing of the
 user-facing classes: the surface wraps its :class:`Outcome` in a ``FitResult``.
 """
 
@@ -17,10 +17,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from . import em
+from . import em, em_run
 from ._transform import (
     Transform,
     check_in_range,
+    extreme_outlier,
     fit_transform,
     log_prior_jacobian,
     normalise_weights,
@@ -156,13 +157,79 @@ def fit_candidates(
     block_size : int, optional
         Rows per block; by default :func:`bayesgmm.stats.choose_block_size`.
     n_threads : int, optional
-        Forwarded to :func:`bayesgmm.em.fit` (``None``: automatic).
+        Forwarded to :func:`bayesgmm.em_run.fit` (``None``: automatic).
 
     Returns
     -------
     list of Outcome or str
         Per candidate, its best restart, or an error message when every restart ended in a
         singular covariance.
+    """
+    planned = _plan(X, sample_weight, n_components, covariance_type, prior, reg_covar=reg_covar,
+                    rng_key=rng_key, n_init=n_init, init=init, max_iter=max_iter, tol=tol,
+                    init_params=init_params, moments=moments, block_size=block_size)  # fmt: skip
+    return _collect(planned, _run_jobs(*planned[:3], n_threads), reg_covar, n_threads)
+
+
+def fit_candidate_groups(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    groups: list[tuple[str, list[int]]],
+    prior: Prior | str | None,
+    *,
+    n_threads: int | None = None,
+    **settings,
+) -> list[list[Outcome | str]]:
+    """:func:`fit_candidates` for several (covariance type, n_components) groups.
+
+    The distinct programs of all groups compile first, in parallel threads (XLA's compiler
+    releases the GIL, so a search over four covariance types compiles in about half the time on
+    two cores); the fits then run group after group in this thread. ``settings`` are the
+    keyword arguments of :func:`fit_candidates` (``moments`` included).
+    """
+    planned = [_plan(X, sample_weight, ks, cov, prior, **settings) for cov, ks in groups]
+    programs = {}
+    for Xt, w, jobs, _ in planned:
+        for _, job_settings, static in jobs:
+            # As _run_jobs runs them: several jobs of a group each on one thread.
+            job_threads = 1 if len(jobs) > 1 else n_threads
+            programs.setdefault(static, (Xt, w, job_settings, static, job_threads))
+    threads = em.available_threads() if n_threads is None else n_threads
+    threads = max(1, min(threads, len(programs)))
+    if threads > 1:
+        x64 = bool(jax.config.jax_enable_x64)
+
+        def compile_one(args):
+            # JAX's x64 switch is thread-local: the worker must see the caller's.
+            with jax.enable_x64(x64):
+                em_run.precompile(*args)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(compile_one, programs.values()))
+    reg_covar = settings["reg_covar"]
+    return [_collect(p, _run_jobs(*p[:3], n_threads), reg_covar, n_threads) for p in planned]
+
+
+def _plan(
+    X,
+    sample_weight,
+    n_components,
+    covariance_type,
+    prior,
+    *,
+    reg_covar,
+    rng_key,
+    n_init,
+    init,
+    max_iter,
+    tol,
+    init_params=None,
+    moments=None,
+    block_size=None,
+):
+    """The compiled runs of :func:`fit_candidates`: ``(Xt, w, jobs, ctx)``.
+
+    ``ctx`` holds what :func:`_collect` needs to turn the runs' outputs into outcomes.
     """
     n, d = X.shape
     dtype = np.dtype(float_dtype())
@@ -221,8 +288,18 @@ def fit_candidates(
             short_restarts=True,
         )
         jobs.append((members, settings, static))
-    outs = _run_jobs(Xt, w, jobs, n_threads)
-    if dtype == np.float64:
+    ctx = dict(n_components=n_components, priors=priors, t=t, d=d, factor=factor,
+               covariance_type=covariance_type, max_iter=max_iter, dtype=dtype, X=X)  # fmt: skip
+    return Xt, w, jobs, ctx
+
+
+def _collect(planned, outs, reg_covar: float, n_threads) -> list[Outcome | str]:
+    """Per candidate of a :func:`_plan`, its best restart (in data units) from ``outs``."""
+    Xt, w, jobs, ctx = planned
+    covariance_type, n_components = ctx["covariance_type"], ctx["n_components"]
+    priors = ctx["priors"]
+    outs = list(outs)
+    if ctx["dtype"] == np.float64:
         # Components too far apart (in their own standard deviations) for float64's expanded
         # E-step: its cancellation would show in the objective, which then falls or cycles.
         # Those jobs run again, centring the rows on every component (bayesgmm.stats).
@@ -240,9 +317,15 @@ def fit_candidates(
             k = n_components[c]
             best = best_restart(out, covariance_type, reg_covar, i, k, priors[c])
             if not isinstance(best, str):
-                _warn_if_cycled(best, max_iter)
-                best = to_data_units(best, t, d, covariance_type, factor, total)
+                _warn_if_cycled(best, ctx["max_iter"])
+                best = to_data_units(
+                    best, ctx["t"], ctx["d"], covariance_type, ctx["factor"], total
+                )
             results[c] = best
+    if any(isinstance(r, str) for r in results):
+        hint = extreme_outlier(ctx["X"])  # the cause of a collapse, when it is an extreme outlier
+        if hint is not None:
+            results = [f"{r} {hint}" if isinstance(r, str) else r for r in results]
     return results
 
 
@@ -265,17 +348,23 @@ def _warn_if_cycled(best: Outcome, max_iter: int) -> None:
 # compilation serves every candidate.
 _ONE_BATCH = 2**15
 # Beyond it each candidate runs alone (its own while_loop, no waiting for the slowest
-# candidate) in a program for the smallest of these sizes that holds its K, so that a few
-# compilations serve every K with at most a third of the work wasted on padding.
-_K_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+# candidate) in a program for the smallest bucket that holds its K: k_max, k_max / 4, k_max / 16,
+# ... (rounded up, down to 1). Every program costs seconds to compile, and the large K dominate a
+# search's work (they take the most iterations: on the 20,000 x 5 set of bench_select.py, K = 1..4
+# converge in 2-6 iterations, K = 5..9 in 10-200), so padding the small K costs little: there,
+# three programs per covariance type instead of seven, for about a fifth more work.
+_BUCKET_FACTOR = 4
 
 
 def k_bucket(k: int, k_max: int) -> int:
     """The padded number of components a candidate with ``k`` runs at (at most ``k_max``)."""
-    for b in _K_BUCKETS:
-        if b >= k:
-            return min(b, k_max)
-    return k
+    if k >= k_max:
+        return k
+    buckets, div = [k_max], _BUCKET_FACTOR
+    while buckets[-1] > 1:
+        buckets.append(-(-k_max // div))
+        div *= _BUCKET_FACTOR
+    return min(b for b in buckets if b >= k)
 
 
 def plan_batches(
@@ -309,13 +398,13 @@ def _run_jobs(Xt, w, jobs, n_threads):
     """
     if len(jobs) == 1:
         _, settings, static = jobs[0]
-        return [jax.device_get(em.fit(Xt, w, settings, static, n_threads))]
+        return [jax.device_get(em_run.fit(Xt, w, settings, static, n_threads))]
     threads = em.available_threads() if n_threads is None else n_threads
     threads = max(1, min(threads, len(jobs)))
 
     def run(job):
         _, settings, static = job
-        return jax.device_get(em.fit(Xt, w, settings, static, 1))
+        return jax.device_get(em_run.fit(Xt, w, settings, static, 1))
 
     if threads == 1:
         return [run(job) for job in jobs]

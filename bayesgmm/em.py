@@ -1,20 +1,20 @@
-"""The compiled EM loop: ``init_state`` / ``em_step`` / ``advance`` / ``fit`` over a pytree state.
+"""The compiled EM loop: ``init_state`` / ``em_step`` / ``advance`` / ``_fit`` over a pytree state.
 
-``fit`` takes the traced settings of a batch of fits as one :class:`FitSettings` and the static
-ones as one :class:`FitStatic`; :mod:`bayesgmm.driver` builds both from validated arguments.
+``_fit`` takes the traced settings of a batch of fits as one :class:`FitSettings` and the static
+ones as one :class:`FitStatic`; :mod:`bayesgmm.driver` builds both from validated arguments and
+runs them through :func:`bayesgmm.em_run.fit`.
 
 One iteration is an E-step (which also gives the objective of the current parameters) followed
-by an M-step. The loop is a ``lax.while_loop`` inside one ``jax.jit``; restarts run together
-under ``vmap`` for a few iterations, then the best of them runs on alone. Compiled programs live
-in the bounded cache of :mod:`bayesgmm._compile`. Convergence follows scikit-learn: stop when
-the objective per unit of sample weight changed by less than ``tol`` between two consecutive
-E-steps.
+by an M-step. The loop is a ``lax.while_loop`` inside one ``jax.jit``; restarts run one after the
+other for a few iterations (in one ``fori_loop``), then the best of them runs on. Compiled
+programs live in the bounded cache of :mod:`bayesgmm._compile`. Convergence follows
+scikit-learn: stop when the objective per unit of sample weight changed by less than ``tol``
+between two consecutive E-steps.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NamedTuple
 
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ._compile import bounded_jit
+from ._compile import FAST_COMPILE, bounded_jit
 from .init import initial_params, with_given
 from .mstep import m_step
 from .numerics import tiny
@@ -152,11 +152,9 @@ def advance(
     keep = state.stop | singular
     params = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state.params, new)
     converged = jnp.abs(obj - state.objective) < cfg.tol * stats.weight
-    # A cycle: the objective is back at its value of two iterations ago (rounding in the M-step
-    # of ill-conditioned covariances can make EM alternate at the limit of the precision). Stop,
-    # not converged; the driver warns.
+    # A cycle: the objective back at its value of two iterations ago, beyond round-off (the
+    # M-step of ill-conditioned covariances can alternate). Stop unconverged; the driver warns.
     back = state.history[jnp.maximum(state.n_iter - 2, 0)]
-    # Alternation at the last digits is round-off at a fixed point, for ``tol`` to judge.
     beyond_roundoff = jnp.abs(obj - state.objective) > 1e3 * jnp.finfo(obj.dtype).eps * jnp.abs(obj)
     cycling = (state.n_iter >= 2) & (obj == back) & beyond_roundoff
     converged = converged & ~cycling
@@ -185,9 +183,7 @@ def em_step(
     centred: bool = False,
 ) -> EMState:
     """One E-step and, unless ``state.stop``, one M-step (see :func:`advance`)."""
-    stats, ref = e_step(
-        Xt, sample_weight, block_size, state.params, covariance_type, centred=centred
-    )
+    stats, ref = e_step(Xt, sample_weight, block_size, state.params, covariance_type, None, centred)
     return advance(state, stats, ref, cfg, covariance_type, max_iter)
 
 
@@ -281,36 +277,13 @@ def _start(
         Every leaf has leading axes (n_candidates, n_init), except for a single fit
         (``static.single``), which has none.
     """
-    w = sample_weight / jnp.sum(sample_weight)
-    mean = Xt @ w
-    # Block by block: (Xt - mean)^2 of all the data would be a data-sized temporary.
-    var = sum_blocks(Xt, w, static.block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
-    eps = jnp.finfo(Xt.dtype).eps
-    threshold = (SINGULAR_FACTOR * eps) ** 2 * var
-    k_max, covariance_type = static.n_components, static.covariance_type
+    threshold = _singular_threshold(Xt, sample_weight, static.block_size)
 
     def one(k_active, prior, key):
-        active = jnp.arange(k_max) < k_active
-        cfg = EMConfig(settings.tol, settings.reg_covar, prior, threshold, active)
-        given = settings.init_params
-        if given is not None and all(a is not None for a in given):
-            params0 = make_params(*given, covariance_type)
-        else:  # no or some given parameters: the init method gives the rest
-            params0 = initial_params(
-                key,
-                Xt,
-                sample_weight,
-                static.block_size,
-                k_max,
-                static.init,
-                prior,
-                settings.reg_covar,
-                covariance_type,
-                active,
-            )
-            if given is not None:
-                params0 = with_given(params0, given, covariance_type)
-        return cfg, init_state(params0, static.max_iter)
+        cfg = EMConfig(
+            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active)
+        )
+        return cfg, _start_state(Xt, sample_weight, settings, static, cfg, key)
 
     keys = jax.random.split(settings.rng_key, static.n_init)
     if static.single:
@@ -319,7 +292,47 @@ def _start(
     return jax.vmap(per_candidate, in_axes=(0, 0, None))(settings.n_active, settings.prior, keys)
 
 
-def _over_fits(fn, single: bool):
+def _active(static: FitStatic, k_active: Array) -> Array:
+    return jnp.arange(static.n_components) < k_active
+
+
+def _singular_threshold(Xt: Array, sample_weight: Array, block_size: int) -> Array:
+    """Per feature (D,), the smallest variance resolved at the data's precision."""
+    w = sample_weight / jnp.sum(sample_weight)
+    mean = Xt @ w
+    # Block by block: (Xt - mean)^2 of all the data would be a data-sized temporary.
+    var = sum_blocks(Xt, w, block_size, lambda xt, wb, i: (xt - mean[:, None]) ** 2 @ wb)
+    eps = jnp.finfo(Xt.dtype).eps
+    return (SINGULAR_FACTOR * eps) ** 2 * var
+
+
+def _start_state(
+    Xt, sample_weight, settings: FitSettings, static: FitStatic, cfg: EMConfig, key
+) -> EMState:
+    """The state before the first iteration of the fit of ``cfg`` started by ``key``."""
+    covariance_type = static.covariance_type
+    given = settings.init_params
+    if given is not None and all(a is not None for a in given):
+        params0 = make_params(*given, covariance_type)
+    else:  # no or some given parameters: the init method gives the rest
+        params0 = initial_params(
+            key,
+            Xt,
+            sample_weight,
+            static.block_size,
+            static.n_components,
+            static.init,
+            cfg.prior,
+            settings.reg_covar,
+            covariance_type,
+            cfg.active,
+        )
+        if given is not None:
+            params0 = with_given(params0, given, covariance_type)
+    return init_state(params0, static.max_iter)
+
+
+def over_fits(fn, single: bool):
     """``fn`` of one fit mapped over the (candidate, restart) axes of a batch of fits."""
     return fn if single else jax.vmap(jax.vmap(fn))
 
@@ -342,7 +355,104 @@ def _loop(
     )
 
 
-def _prepare(
+# A variance at most this many times reg_covar sits on its floor (bayesgmm.select.FLOOR_FACTOR).
+FLOOR_FACTOR = 2.0
+
+
+def _on_floor(params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array:
+    """Whether a used component of a maximum-likelihood fit has a variance on reg_covar's floor."""
+    if cfg.prior is not None:
+        return jnp.array(False)
+    cov = params.covariances
+    var = jnp.diagonal(cov, axis1=-2, axis2=-1) if covariance_type in ("full", "tied") else cov
+    low = var <= FLOOR_FACTOR * cfg.reg_covar
+    low = jnp.any(low, axis=-1) if covariance_type in ("full", "diag") else low
+    return jnp.any(low & (cfg.active if covariance_type != "tied" else True)) & (cfg.reg_covar > 0)
+
+
+def _resume(state: EMState, max_iter: int) -> EMState:
+    """The state of a run stopped by the short cap, ready to go on to ``max_iter``.
+
+    ``objective`` goes back to the value before its last (scoring) E-step, so the convergence
+    test compares two different iterates. Any leading batch axes.
+    """
+    finished = state.converged | state.singular | (state.n_iter >= max_iter)
+    previous = jnp.take_along_axis(
+        state.history, jnp.maximum(state.n_iter - 1, 0)[..., None], axis=-1
+    )[..., 0]
+    return state._replace(
+        stop=finished,
+        done=finished,
+        objective=jnp.where(finished, state.objective, previous),
+    )
+
+
+def _restarts_in_turn(
+    Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic
+) -> FitOutput:
+    """:func:`_fit` with short restarts in turn: one copy of the initialisation and EM loop.
+
+    The fits of :func:`prepare_restarts` and the main loop, in a program that compiles in half the
+    time: a ``fori_loop`` over the restarts and the final run, whose body starts a restart (or
+    resumes the best) and runs one ``while_loop`` to a traced iteration cap. Leading axes
+    (n_candidates, 1).
+    """
+    threshold = _singular_threshold(Xt, sample_weight, static.block_size)
+    keys = jax.random.split(settings.rng_key, static.n_init)
+    covariance_type, n_init, max_iter = static.covariance_type, static.n_init, static.max_iter
+    short = min(max_iter, SHORT_EM_ITERS)
+
+    def candidate(k_active, prior):
+        cfg = EMConfig(
+            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active)
+        )
+
+        def start(key):
+            return _start_state(Xt, sample_weight, settings, static, cfg, key)
+
+        def body(r, carry):
+            best, best_score, best_sound = carry
+            is_restart = r < n_init
+            state = jax.lax.cond(
+                is_restart,
+                lambda: start(keys[jnp.minimum(r, n_init - 1)]),
+                lambda: _resume(best, max_iter),
+            )
+            cap = jnp.where(is_restart, short, max_iter)
+            state = _loop(
+                Xt,
+                sample_weight,
+                cfg,
+                state,
+                covariance_type,
+                cap,
+                static.block_size,
+                static.centred,
+            )
+            # prepare_restarts's pick: the first highest objective among finite, non-singular ends.
+            # and, as there, a restart off the reg_covar floor before one on it.
+            ok = ~state.singular & jnp.isfinite(state.objective)
+            score = jnp.where(ok, state.objective, -jnp.inf)
+            sound = ok & ~_on_floor(state.params, cfg, covariance_type)
+            better = (sound & ~best_sound) | ((sound == best_sound) & (score > best_score))
+            take = ~is_restart | (r == 0) | better
+            best = jax.tree.map(lambda a, b: jnp.where(take, a, b), state, best)
+            return best, jnp.where(take, score, best_score), jnp.where(take, sound, best_sound)
+
+        blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(start, keys[0]))
+        init = (blank, jnp.array(-jnp.inf, Xt.dtype), jnp.array(False))
+        state, _, _ = jax.lax.fori_loop(0, n_init + 1, body, init)
+        return finish(state, cfg, covariance_type)
+
+    if static.n_candidates == 1:
+        prior = jax.tree.map(lambda a: a[0], settings.prior)
+        out = candidate(settings.n_active[0], prior)
+        return jax.tree.map(lambda a: a[None, None], out)
+    out = jax.vmap(candidate)(settings.n_active, settings.prior)
+    return jax.tree.map(lambda a: a[:, None], out)
+
+
+def prepare_restarts(
     Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic
 ) -> tuple[EMConfig, EMState]:
     """The state the main loop starts from: with restarts, the best after the short runs.
@@ -367,25 +477,19 @@ def _prepare(
         )
         states = jax.vmap(jax.vmap(run))(cfg, state)
         ok = ~states.singular & jnp.isfinite(states.objective)
+        # Prefer a restart off the reg_covar floor (bayesgmm.select calls a fit on it
+        # degenerate), as select prefers such candidates; the floor only when all are on it.
+        on_floor = jax.vmap(jax.vmap(partial(_on_floor, covariance_type=static.covariance_type)))
+        sound = ok & ~on_floor(states.params, cfg)
+        ok = jnp.where(jnp.any(sound, axis=1, keepdims=True), sound, ok)
         best = jnp.argmax(jnp.where(ok, states.objective, -jnp.inf), axis=1)
 
         def pick(a):
             idx = best.reshape((-1, 1) + (1,) * (a.ndim - 2))
             return jnp.take_along_axis(a, idx, axis=1)
 
-        state = jax.tree.map(pick, states)
+        state = _resume(jax.tree.map(pick, states), static.max_iter)
         cfg = jax.tree.map(lambda a: a[:, :1], cfg)
-        # A run stopped by the short cap goes on: ``objective`` back to the value before its
-        # last (scoring) E-step, so the convergence test compares two different iterates.
-        finished = state.converged | state.singular | (state.n_iter >= static.max_iter)
-        previous = jnp.take_along_axis(
-            state.history, jnp.maximum(state.n_iter - 1, 0)[..., None], axis=-1
-        )[..., 0]
-        state = state._replace(
-            stop=finished,
-            done=finished,
-            objective=jnp.where(finished, state.objective, previous),
-        )
     if static.one_run and not static.single:
         cfg, state = jax.tree.map(lambda a: a[0, 0], (cfg, state))
     return cfg, state
@@ -400,7 +504,9 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
         Every leaf has leading axes (n_candidates, 1) with ``static.short_restarts`` (the best
         restart of each candidate), else (n_candidates, n_init).
     """
-    cfg, state = _prepare(Xt, sample_weight, settings, static)
+    if static.n_init > 1 and static.short_restarts:
+        return _restarts_in_turn(Xt, sample_weight, settings, static)
+    cfg, state = prepare_restarts(Xt, sample_weight, settings, static)
     covariance_type, single = static.covariance_type, static.one_run
 
     def run(cfg, state):
@@ -416,13 +522,13 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
         )
         return finish(state, cfg, covariance_type)
 
-    out = _over_fits(run, single)(cfg, state)
+    out = over_fits(run, single)(cfg, state)
     return jax.tree.map(lambda a: a[None, None], out) if single else out
 
 
 # Compiled programs are kept in a bounded cache (bayesgmm._compile): a process that fits many
-# shapes would otherwise keep every executable it ever compiled.
-_fit_optimized = bounded_jit(_fit, static_argnames=("static",))
+# shapes would otherwise keep every executable it ever compiled. FAST_COMPILE: see there.
+_fit_optimized = bounded_jit(_fit, static_argnames=("static",), compiler_options=FAST_COMPILE)
 # LLVM's optimisations take a large share of the compile time and buy nothing on tiny data, where
 # the fit itself is short either way.
 _fit_unoptimized = bounded_jit(
@@ -432,104 +538,9 @@ _fit_unoptimized = bounded_jit(
 # together) a problem counts as tiny.
 _TINY = 2**13
 
-# ---------------------------------------------------------------------------------- threads
-#
-# XLA runs one compiled program on one core. Separate executions started from separate Python
-# threads do run in parallel, so for large data the loop is driven from Python instead: every
-# iteration, each thread computes the E-step statistics of its share of the row blocks (block
-# s, s + T, s + 2 T, ... for thread s of T), the shares are summed and ``advance`` takes the
-# M-step. The cost of a Python-driven iteration is small against the E-step of large data, which
-# the threads divide among the cores. Results equal the compiled loop's up to the order of the
-# sums.
-_THREADED = 2**21  # n K D (times the fits) from which the threads pay off
-_prepare_jit = bounded_jit(_prepare, static_argnames=("static",))
-
-
-def _share_e_step(
-    Xt, sample_weight, params, thread, *, covariance_type, block_size, n_threads, single, centred
-):
-    """E-step statistics (and reference points) of one thread's share of the row blocks."""
-    n_blocks = -(-Xt.shape[1] // block_size)
-    # Blocks past the end (when the threads' shares are not equal) have zero weight.
-    blocks = thread + n_threads * jnp.arange(-(-n_blocks // n_threads), dtype=jnp.int32)
-
-    def one(params):
-        return e_step(
-            Xt, sample_weight, block_size, params, covariance_type, blocks=blocks, centred=centred
-        )
-
-    return _over_fits(one, single)(params)
-
-
-_share_e_step_jit = bounded_jit(
-    _share_e_step,
-    static_argnames=("covariance_type", "block_size", "n_threads", "single", "centred"),
-)
-
-
-def _advance_all(state, shares, ref, cfg, *, covariance_type, max_iter, single):
-    stats = jax.tree.map(lambda *a: sum(a), *shares)
-    step = partial(advance, covariance_type=covariance_type, max_iter=max_iter)
-    new = _over_fits(step, single)(state, stats, ref, cfg)
-    return new, jnp.all(new.done)
-
-
-_advance_all_jit = bounded_jit(
-    _advance_all, static_argnames=("covariance_type", "max_iter", "single")
-)
-
-
-def _finish_all(state, cfg, *, covariance_type, single):
-    out = _over_fits(partial(finish, covariance_type=covariance_type), single)(state, cfg)
-    return jax.tree.map(lambda a: a[None, None], out) if single else out
-
-
-_finish_all_jit = bounded_jit(_finish_all, static_argnames=("covariance_type", "single"))
-
-
-def _fit_threaded(
-    Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStatic, n_threads: int
-) -> FitOutput:
-    """:func:`_fit` with the E-step of every iteration shared among ``n_threads`` threads."""
-    cfg, state = _prepare_jit(Xt, sample_weight, settings, static=static)
-    covariance_type, single = static.covariance_type, static.one_run
-    share = partial(
-        _share_e_step_jit,
-        Xt,
-        sample_weight,
-        covariance_type=covariance_type,
-        block_size=static.block_size,
-        n_threads=n_threads,
-        single=single,
-        centred=static.centred,
-    )
-    with ThreadPoolExecutor(n_threads) as pool:
-        done, first = False, True
-        while not done:
-            params = state.params
-            # The first iteration runs in this thread: the threads must not all compile at once.
-            mapper = map if first else pool.map
-            run = partial(_run_share, share, params, bool(jax.config.jax_enable_x64))
-            outs = list(mapper(run, range(n_threads)))
-            first = False
-            state, done = _advance_all_jit(
-                state,
-                [o[0] for o in outs],
-                outs[0][1],
-                cfg,
-                covariance_type=covariance_type,
-                max_iter=static.max_iter,
-                single=single,
-            )
-            done = bool(done)
-    return _finish_all_jit(state, cfg, covariance_type=covariance_type, single=single)
-
-
-def _run_share(share, params, x64, thread):
-    # JAX's config contexts (``with jax.enable_x64(...)``) are thread-local: a worker thread
-    # would see the global setting, not the caller's, and compute float64 data in float32.
-    with jax.enable_x64(x64):
-        return jax.block_until_ready(share(params, thread))
+# From this many row-component-feature products (times the fits) the E-step of every iteration
+# is shared among threads (bayesgmm._em_threads).
+THREADED_SIZE = 2**21
 
 
 def available_threads() -> int:
@@ -538,46 +549,3 @@ def available_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def fit(
-    Xt: Array,
-    sample_weight: Array,
-    settings: FitSettings,
-    static: FitStatic,
-    n_threads: int | None = None,
-) -> FitOutput:
-    """Fit by EM, compiled once per shape and ``static``.
-
-    Parameters
-    ----------
-    Xt : array of shape (n_features, n_samples)
-        The data as columns, see :mod:`bayesgmm.stats`.
-    sample_weight : array of shape (n_samples,)
-    settings : FitSettings
-        Traced settings; ``prior`` leaves and ``n_active`` have a leading (n_candidates,) axis.
-    static : FitStatic
-        ``n_candidates`` must equal ``len(settings.n_active)``.
-    n_threads : int, optional
-        ``None`` chooses: tiny problems compile without optimisations, large ones share each
-        E-step among the available cores. ``1`` forces the compiled loop, more forces the
-        threaded loop with that many threads (at most one per row block).
-
-    Returns
-    -------
-    FitOutput
-        Every leaf has leading axes (n_candidates, n_init), or (n_candidates, 1) with
-        ``static.short_restarts``: the restart that is best after :data:`SHORT_EM_ITERS`
-        iterations is the one run to convergence and returned.
-    """
-    d, n = Xt.shape
-    size = n * static.n_components * d * static.n_candidates * static.n_init
-    threads = n_threads
-    if threads is None:
-        threads = available_threads() if size >= _THREADED else 1
-    threads = min(threads, -(-n // static.block_size))
-    if threads > 1:
-        return _fit_threaded(Xt, sample_weight, settings, static, threads)
-    return (_fit_unoptimized if size <= _TINY else _fit_optimized)(
-        Xt, sample_weight, settings, static=static
-    )

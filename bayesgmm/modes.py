@@ -299,18 +299,33 @@ def logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
+def pointwise_log_likelihood(X, samples: dict, ct: str) -> np.ndarray:
+    """``log p(x_i | draw)`` for draws (..., params): shape (..., n), in chunks of draws.
+
+    NumPy (no program to compile); the chunks keep the (draws, n, K) intermediate near 16 MB.
+    """
+    lead = samples["weights"].shape[:-1]
+    n_draws = int(np.prod(lead))
+    flat = {name: a.reshape((n_draws,) + a.shape[len(lead) :]) for name, a in samples.items()}
+    chunk = max(1, 2_000_000 // max(1, X.shape[0] * flat["weights"].shape[1]))
+    out = np.empty((n_draws, X.shape[0]))
+    for i in range(0, n_draws, chunk):
+        part = {name: a[i : i + chunk] for name, a in flat.items()}
+        lcd = log_component_densities(X, part["weights"], part["means"], part["covariances"], ct)
+        out[i : i + chunk] = logsumexp(lcd, -1)
+    return out.reshape(lead + (X.shape[0],))
+
+
 def total_log_likelihood(X, w, samples: dict, ct: str) -> np.ndarray:
     """``sum_i w_i log p(x_i | draw)`` for draws (R, C, S, ...), in chunks of draws."""
     lead = samples["weights"].shape[:-1]
     n_draws = int(np.prod(lead))
     flat = {name: a.reshape((n_draws,) + a.shape[len(lead) :]) for name, a in samples.items()}
-    s = flat["weights"].shape[0]
     chunk = max(1, 2_000_000 // max(1, X.shape[0] * flat["weights"].shape[1]))
-    out = np.empty(s)
-    for i in range(0, s, chunk):
+    out = np.empty(n_draws)
+    for i in range(0, n_draws, chunk):
         part = {name: a[i : i + chunk] for name, a in flat.items()}
-        lcd = log_component_densities(X, part["weights"], part["means"], part["covariances"], ct)
-        out[i : i + chunk] = logsumexp(lcd, -1) @ w
+        out[i : i + chunk] = pointwise_log_likelihood(X, part, ct) @ w
     return out.reshape(lead)
 
 

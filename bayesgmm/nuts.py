@@ -7,14 +7,20 @@ user-facing classes.
 The sampler is NumPyro's NUTS kernel (``numpyro.infer.hmc.hmc(algo="NUTS")``, the kernel behind
 ``numpyro.infer.NUTS``) driven by a small compiled loop, BlackJAX style: a jitted ``init`` that
 builds the first state of a chain, and a jitted ``run`` that advances it a fixed number of
-iterations (a chunk) and returns the per-iteration statistics. The potential is that of
-:func:`bayesgmm.model.mixture_model`, the one NumPyro declaration that ``Mixture.model`` binds, with
-the data and the prior passed as arguments rather than baked into the compiled code.
+iterations (a chunk) and returns the constrained draws and per-iteration statistics (both in
+:mod:`bayesgmm._nuts_compiled`). The potential is that of :func:`bayesgmm.model.mixture_model`, the
+one NumPyro declaration that ``Mixture.model`` binds, with the data and the prior passed as
+arguments rather than baked into the compiled code.
 
 Why not ``numpyro.infer.MCMC``? On a CPU its set-up runs the model and the first NUTS state op by op
 (hundreds of small XLA compilations) and recompiles on every call. Here each piece compiles once
 per process and structure (number of components, dimension, covariance type, ``num_warmup``,
-tuning options); a later call on data of the same shape starts sampling at once.
+tuning options); a later call on data of the same shape starts sampling at once. On a first call
+the front end starts compiling ``init`` and ``run`` in a worker thread before it runs the
+reference EM fits, so the two overlap; ``init`` holds no gradient (the start's potential is set
+high, so the first warm-up transition leaves it), the draws are constrained inside ``run``, and
+the keys, the jitter, the log-likelihood and the log prior are NumPy work rather than programs
+of their own.
 
 Chains. ``chain_method="parallel"`` runs one chain per device with ``jax.pmap``; ``"sequential"``
 runs chains one after another through the same compiled code, ``"vectorized"`` under ``jax.vmap``
@@ -38,19 +44,19 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from functools import lru_cache, partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _tree
 from . import modes as _modes
+from ._nuts_compiled import CHUNK, device_args, kernel_pieces, transforms
 from ._progress import Progress, show_progress
 from .exceptions import MultimodalPosteriorWarning
-from .model import mixture_model
 from .numerics import float_dtype
-from .priors import PriorParams, cast_prior
+from .priors import PriorParams
 from .relabel import (
     apply_permutation,
     log_component_densities,
@@ -66,11 +72,6 @@ __all__ = ["MultimodalPosteriorWarning", "Settings", "relabel_permutations", "sa
 
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
-
-# Iterations per compiled call. The chunk length is static (one compilation serves any number of
-# warm-up and sampling iterations); a run that is not a multiple of it runs at most CHUNK - 1
-# extra iterations at the end, which are discarded.
-CHUNK = 50
 
 # Scale of the per-chain jitter around the reference fit, in posterior standard deviations for
 # the means and in absolute units of the unconstrained space for the other sites (log-variances,
@@ -97,129 +98,6 @@ class Settings(NamedTuple):
     progress_bar: bool | None = None
 
 
-# --------------------------------------------------------------------------- compiled pieces
-
-
-class _Kernel(NamedTuple):
-    """Jitted NUTS pieces for one model structure; arguments ``(X, w, prior)`` are traced."""
-
-    init: Any  # (z, rng_key, X, w, prior) -> HMCState, one chain
-    run: Any  # (state, X, w, prior) -> (state, stats of the CHUNK iterations), one chain
-    vinit: Any  # vmapped over chains
-    vrun: Any
-    pinit: Any  # pmapped over chains (one per device)
-    prun: Any
-
-
-def _bound_model(n_components: int, n_features: int, covariance_type: str):
-    return partial(
-        mixture_model,
-        n_components=n_components,
-        n_features=n_features,
-        covariance_type=covariance_type,
-    )
-
-
-@lru_cache(maxsize=32)
-def _kernel(
-    n_components: int,
-    n_features: int,
-    covariance_type: str,
-    num_warmup: int,
-    dense_mass: bool,
-    target_accept_prob: float,
-    max_tree_depth: int,
-) -> _Kernel:
-    # NumPyro's hmc() keeps the warm-up schedule in closure variables set by init_kernel, so a
-    # kernel pair serves exactly one num_warmup: it is part of the cache key.
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import potential_energy
-
-    model = _bound_model(n_components, n_features, covariance_type)
-
-    def potential_fn_gen(X, w, prior):
-        return partial(potential_energy, model, (X, w), {"prior": prior})
-
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-
-    def init(z, rng_key, X, w, prior):
-        return init_kernel(
-            z,
-            num_warmup,
-            dense_mass=dense_mass,
-            target_accept_prob=target_accept_prob,
-            max_tree_depth=max_tree_depth,
-            model_args=(X, w, prior),
-            rng_key=rng_key,
-        )
-
-    def run(state, X, w, prior):
-        def step(s, _):
-            s = sample_kernel(s, model_args=(X, w, prior))
-            stats = {
-                "z": s.z,
-                "potential_energy": s.potential_energy,
-                "energy": s.energy,
-                "num_steps": s.num_steps,
-                "accept_prob": s.accept_prob,
-                "diverging": s.diverging,
-                "step_size": s.adapt_state.step_size,
-            }
-            return s, stats
-
-        return jax.lax.scan(step, state, None, length=CHUNK)
-
-    batched = (0, 0, None, None, None)
-    return _Kernel(
-        init=jax.jit(init),
-        run=jax.jit(run),
-        vinit=jax.jit(jax.vmap(init, in_axes=batched)),
-        vrun=jax.jit(jax.vmap(run, in_axes=(0, None, None, None))),
-        pinit=jax.pmap(init, in_axes=batched),
-        prun=jax.pmap(run, in_axes=(0, None, None, None)),
-    )
-
-
-class _Transforms(NamedTuple):
-    unconstrain: Any  # (params, X, w, prior) -> z, one draw
-    constrain: Any  # (z (S, ...), X, w, prior, with_log_likelihood) -> (params, ll or None)
-    unconstrain_batch: Any  # (params (S, ...), X, w, prior) -> z (S, ...)
-    log_density_batch: Any  # (z (S, ...), X, w, prior) -> (S,)
-
-
-@lru_cache(maxsize=32)
-def _transforms(n_components: int, n_features: int, covariance_type: str):
-    """Jitted maps between constrained and unconstrained parameters, and the log-likelihood."""
-    from numpyro.infer.util import constrain_fn, log_likelihood, potential_energy, unconstrain_fn
-
-    model = _bound_model(n_components, n_features, covariance_type)
-
-    @jax.jit
-    def unconstrain(params, X, w, prior):
-        return unconstrain_fn(model, (X, w), {"prior": prior}, params)
-
-    @jax.jit
-    def unconstrain_batch(params, X, w, prior):
-        return jax.vmap(lambda p: unconstrain_fn(model, (X, w), {"prior": prior}, p))(params)
-
-    @jax.jit
-    def log_density_batch(z, X, w, prior):
-        """Minus the potential energy of draws z (n_draws, ...): log posterior density in z."""
-        return jax.vmap(lambda zi: -potential_energy(model, (X, w), {"prior": prior}, zi))(z)
-
-    @partial(jax.jit, static_argnames="with_log_likelihood")
-    def constrain(z, X, w, prior, with_log_likelihood: bool):
-        """Draws (n_draws, ...) of the sites, and their pointwise log-likelihood (or None)."""
-        params = constrain_fn(model, (X, w), {"prior": prior}, z, batch_ndims=1)
-        if not with_log_likelihood:
-            return params, None
-        # One draw at a time (lax.map inside): memory stays O(n_samples * n_components).
-        ll = log_likelihood(model, params, X, w, prior=prior, parallel=False)["obs"]
-        return params, ll
-
-    return _Transforms(unconstrain, constrain, unconstrain_batch, log_density_batch)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -243,21 +121,35 @@ def _jittered_starts(
     num_chains: int,
     rng_key,
 ) -> dict:
-    """Per-chain starting points in unconstrained space: shape (num_chains, ...) per site."""
+    """Per-chain starting points in unconstrained space: shape (num_chains, ...) per site.
+
+    The noise is drawn with NumPy (seeded from ``rng_key``): drawn with JAX it would compile a
+    small program per site on the first call of a process.
+    """
     w_ref, mu_ref = reference["weights"], reference["means"]
     k, d = mu_ref.shape
     # Posterior standard deviation of each mean, roughly sqrt(var_kd / n_k).
     variances = _variances(reference["covariances"], covariance_type, k, d)
     mean_sd = np.sqrt(variances / np.maximum(w_ref * n_effective, 1.0)[:, None])
-    dtype = float_dtype()
+    dtype = np.dtype(float_dtype())
+    rng = np.random.default_rng(_numpy_seed(rng_key))
     starts = {}
-    for i, (name, z) in enumerate(sorted(z_ref.items())):
+    for name, z in sorted(z_ref.items()):
         z = np.asarray(z, np.float64)
-        key = jax.random.fold_in(rng_key, i)
-        noise = np.asarray(jax.random.normal(key, (num_chains,) + z.shape, dtype), np.float64)
+        noise = rng.standard_normal((num_chains,) + z.shape)
         scale = JITTER * mean_sd if name == "means" else JITTER_UNCONSTRAINED
-        starts[name] = jnp.asarray(z[None] + scale * noise, dtype)
+        starts[name] = np.asarray(z[None] + scale * noise, dtype)
     return starts
+
+
+def host_keys(rng_key, shape: tuple[int, ...], stream: int) -> np.ndarray:
+    """Raw PRNG keys (``shape + (2,)``, uint32) derived on the host from ``rng_key``.
+
+    ``stream`` separates independent uses of one key. Derived with NumPy rather than by
+    ``jax.random.split``/``fold_in``, which compile a program each on a first call.
+    """
+    rng = np.random.default_rng([*_numpy_seed(rng_key).tolist(), stream])
+    return rng.integers(0, 2**32, size=tuple(shape) + (2,), dtype=np.uint32)
 
 
 def choose_chain_method(chain_method: str | None, num_chains: int) -> str:
@@ -280,18 +172,25 @@ def choose_chain_method(chain_method: str | None, num_chains: int) -> str:
     return chain_method
 
 
-def _index(a, i):
-    return a[i]
+def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, progress, pair=None):
+    """Run all chains; returns stats with leading axes (chain, draw), warm-up dropped.
 
-
-def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, progress):
-    """Run all chains; returns stats with leading axes (chain, draw), warm-up dropped."""
+    ``pair``: (init, run) compiled ahead of time for this method, or None (the jitted ones).
+    """
     n_iter = num_warmup + num_samples
     n_chunks = math.ceil(n_iter / CHUNK)
     first_kept_chunk = num_warmup // CHUNK
+    jitted = (kernel.init, kernel.run) if method == "sequential" else (kernel.vinit, kernel.vrun)
+    if method == "parallel":
+        jitted = (kernel.pinit, kernel.prun)
 
-    def loop(init_fn, run_fn, z0, key, chain):
-        state = init_fn(z0, key, *args)
+    def loop(fns, z0, key, chain):
+        init_fn, run_fn = fns
+        try:
+            state = init_fn(z0, key, *args)
+        except TypeError:  # arguments unlike those compiled ahead of time: jit compiles anew
+            init_fn, run_fn = jitted
+            state = init_fn(z0, key, *args)
         kept = []
         divergences = 0
         for c in range(n_chunks):
@@ -301,7 +200,7 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
             if progress.bar is not None:
                 # Count divergences after warm-up only (during warm-up they are expected).
                 post_warmup = stats["diverging"][..., max(0, num_warmup - c * CHUNK) :]
-                divergences += int(jnp.sum(post_warmup))
+                divergences += int(np.sum(np.asarray(post_warmup)))
                 n_chains_here = 1 if chain is not None else jax.tree.leaves(z0)[0].shape[0]
                 done = min((c + 1) * CHUNK, n_iter)
                 progress.update(done, (done - c * CHUNK) * n_chains_here, divergences, chain)
@@ -313,15 +212,14 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
             lambda a: np.take(a, np.arange(start, start + num_samples), axis=axis), joined
         )
 
+    fns = jitted if pair is None else pair
     if method == "sequential":
         per_chain = [
-            loop(kernel.init, kernel.run, jax.tree.map(partial(_index, i=i), starts), keys[i], i)
+            loop(fns, {name: a[i] for name, a in starts.items()}, keys[i], i)
             for i in range(keys.shape[0])
         ]
         return jax.tree.map(lambda *a: np.stack(a), *per_chain)
-    if method == "parallel":
-        return loop(kernel.pinit, kernel.prun, starts, keys, None)
-    return loop(kernel.vinit, kernel.vrun, starts, keys, None)
+    return loop(fns, starts, keys, None)
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -336,6 +234,7 @@ def sample_posterior(
     covariance_type: str,
     rng_key: jax.Array,
     settings: Settings,
+    compiled=None,
 ) -> xarray.DataTree:
     """Sample the posterior of a mixture's parameters with NUTS, from every reference.
 
@@ -350,9 +249,11 @@ def sample_posterior(
         float64: the distinct EM optima, best first. ``settings.num_chains`` chains start from
         each.
     covariance_type : str
-    rng_key : jax.Array
-        A PRNG key.
+    rng_key : jax.Array or ndarray
+        A PRNG key (typed, or raw uint32).
     settings : Settings
+    compiled : Future, optional
+        From :func:`precompile`: the (init, run) programs being compiled ahead of time.
 
     Returns
     -------
@@ -363,46 +264,42 @@ def sample_posterior(
     k, d = np.shape(references[0]["means"])
     n = X.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    key_jitter, key_chains, key_modes = jax.random.split(rng_key, 3)
     t_start = time.perf_counter()
     dtype = float_dtype()
-    args = (jnp.asarray(X, dtype), jnp.asarray(w, dtype), cast_prior(prior, dtype))
+    args = device_args(X, w, prior)
+    pair = None
+    if compiled is not None:
+        try:
+            pair = compiled.result()
+        except Exception:  # noqa: BLE001 - the jitted programs below compile it again, and
+            pair = None  # raise whatever error it has where it belongs
     n_effective = float(w.sum())
-    tf = _transforms(k, d, ct)
-    kernel = _kernel(
+    tf = transforms(k, d, ct)
+    kernel = kernel_pieces(
         k, d, ct, s.num_warmup, bool(s.dense_mass), s.target_accept_prob, s.max_tree_depth
     )
     n_runs, n_iter = len(references), s.num_warmup + s.num_samples
     total = n_runs * s.num_chains * n_iter
     progress = Progress(show_progress(s.progress_bar, 1, total), total, s.num_warmup)
+    chain_keys = host_keys(rng_key, (n_runs, s.num_chains), stream=0)
+    jitter_keys = host_keys(rng_key, (n_runs,), stream=1)
     runs, z_ref = [], None
     try:
         t_sample = time.perf_counter()
         for r, ref in enumerate(references):
             z_ref = tf.unconstrain({name: jnp.asarray(a, dtype) for name, a in ref.items()}, *args)
-            key_r = jax.random.fold_in(key_jitter, r)
-            starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, key_r)
-            keys = jax.random.split(jax.random.fold_in(key_chains, r), s.num_chains)
-            chains = (kernel, s.chain_method, starts, keys, args, s.num_warmup, s.num_samples)
-            runs.append(_run_chains(*chains, progress))
+            starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, jitter_keys[r])
+            chains = (kernel, s.chain_method, starts, chain_keys[r], args)
+            runs.append(_run_chains(*chains, s.num_warmup, s.num_samples, progress, pair))
         sampling_time = time.perf_counter() - t_sample
     finally:
         progress.close()
     stats = jax.tree.map(lambda *a: np.stack(a), *runs)  # leading axes (run, chain, draw)
 
     # Every draw of every run, constrained (float64 NumPy), shape (R, C, S, ...).
-    r_c_s = (n_runs, s.num_chains, s.num_samples)
-    # Explicit leading sizes: with one component the weights' unconstrained site is empty.
     n_all = n_runs * s.num_chains * s.num_samples
-    flat_z = {
-        name: jnp.asarray(a.reshape((n_all,) + a.shape[3:])) for name, a in stats["z"].items()
-    }
+    all_samples = {name: np.asarray(a, np.float64) for name, a in stats.pop("params").items()}
     single = n_runs == 1
-    constrained, ll = tf.constrain(flat_z, *args, with_log_likelihood=single and s.log_likelihood)
-    all_samples = {
-        name: np.asarray(a, np.float64).reshape(r_c_s + a.shape[1:])
-        for name, a in constrained.items()
-    }
 
     rows = row_subset(n)
     X_rows = X[rows]
@@ -417,12 +314,9 @@ def sample_posterior(
     draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
         X_rows, all_samples, configurations, ct, P_all
     )
-    if ll is not None:  # the compiled pointwise log-likelihood, when it was computed anyway
-        loglik_all = (np.asarray(ll, np.float64) @ w).reshape(r_c_s)
-    else:
-        loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
+    loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
     occupied = sorted({int(m) for m in chain_mode.ravel()})
-    rng = np.random.default_rng(_numpy_seed(key_modes))
+    rng = np.random.default_rng(host_keys(rng_key, (), stream=2))
     masses, is_ess = {occupied[0]: 1.0}, {}
     if len(occupied) > 1:
         masses, is_ess = _modes.mode_masses(
@@ -437,19 +331,10 @@ def sample_posterior(
         idx = _modes.compose(rng, chain_mode, masses, s.num_chains, s.num_samples)
     pick = (idx[..., 0], idx[..., 1], idx[..., 2])  # each (C, S)
     out_stats = jax.tree.map(lambda a: np.asarray(a)[pick], stats)
-    if single:
-        samples = {name: a[0] for name, a in all_samples.items()}
-        ll = None if ll is None else np.asarray(ll, np.float64).reshape(s.num_chains, -1, n)
-    else:
-        samples = {name: a[pick] for name, a in all_samples.items()}
-        ll = None
-        if s.log_likelihood:
-            out_z = {
-                name: jnp.asarray(a.reshape((s.num_chains * s.num_samples,) + a.shape[2:]))
-                for name, a in out_stats["z"].items()
-            }
-            _, ll = tf.constrain(out_z, *args, with_log_likelihood=True)
-            ll = np.asarray(ll, np.float64).reshape(s.num_chains, s.num_samples, n)
+    samples = {name: a[pick] for name, a in all_samples.items()}
+    ll = None
+    if s.log_likelihood:
+        ll = _modes.pointwise_log_likelihood(X, samples, ct)
 
     # Stephens relabelling of the returned draws, started from the best occupied configuration.
     shape = (s.num_chains, s.num_samples)
@@ -486,7 +371,7 @@ def sample_posterior(
     if report["message"]:
         warnings.warn(report["message"], MultimodalPosteriorWarning, stacklevel=3)
 
-    sample_stats = _sample_stats(out_stats, relabeled.reshape(shape), s.max_tree_depth)
+    sample_stats = _tree.sample_stats(out_stats, relabeled.reshape(shape), s.max_tree_depth)
     sample_stats["mode"] = draw_mode[pick].astype(np.int64)
     data: dict[str, dict[str, np.ndarray]] = {
         "posterior": posterior,
@@ -502,9 +387,9 @@ def sample_posterior(
     attrs = {
         "/": {
             "inference_library": "numpyro",
-            "inference_library_version": _version("numpyro"),
+            "inference_library_version": _tree.package_version("numpyro"),
             "sampler": "NUTS",
-            "bayesgmm_version": _version("bayesgmm"),
+            "bayesgmm_version": _tree.package_version("bayesgmm"),
             "n_components": k,
             "covariance_type": ct,
             "chain_method": s.chain_method,
@@ -531,7 +416,7 @@ def sample_posterior(
         },
         "sample_stats": {"relabeled_fraction": float(np.mean(relabeled))},
     }
-    return _to_datatree(data, k, d, n, ct, attrs, n_points=len(points))
+    return _tree.to_datatree(data, k, d, n, ct, attrs, n_points=len(points))
 
 
 def _numpy_seed(key) -> np.ndarray:
@@ -539,58 +424,3 @@ def _numpy_seed(key) -> np.ndarray:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return np.asarray(key, np.uint32).ravel()
-
-
-def _version(name: str) -> str:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _sample_stats(stats: dict, relabeled: np.ndarray, max_tree_depth: int) -> dict:
-    """ArviZ-named sample statistics, as ``arviz.from_numpyro`` names them."""
-    n_steps = np.asarray(stats["num_steps"])
-    tree_depth = np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1
-    return {
-        "lp": -np.asarray(stats["potential_energy"], np.float64),
-        "energy": np.asarray(stats["energy"], np.float64),
-        "acceptance_rate": np.asarray(stats["accept_prob"], np.float64),
-        "step_size": np.asarray(stats["step_size"], np.float64),
-        "n_steps": n_steps.astype(np.int64),
-        "tree_depth": tree_depth,
-        "reached_max_tree_depth": tree_depth >= max_tree_depth,
-        "diverging": np.asarray(stats["diverging"], bool),
-        "relabeled": relabeled,
-    }
-
-
-def _to_datatree(data: dict, k: int, d: int, n: int, ct: str, attrs: dict, n_points: int = 0):
-    """The DataTree of ``data`` (group -> variables); dims and coords by variable name."""
-    from arviz_base import from_dict
-
-    cov_dims = {
-        "full": ["component", "feature", "feature_"],
-        "tied": ["feature", "feature_"],
-        "diag": ["component", "feature"],
-        "spherical": ["component"],
-    }[ct]
-    dims = {
-        "weights": ["component"],
-        "means": ["component", "feature"],
-        "covariances": cov_dims,
-        # observed_data.obs is (obs_id, feature); log_likelihood.obs drops the event dimension.
-        "obs": ["obs_id", "feature"],
-        "sample_weight": ["obs_id"],
-        "log_density_at": ["point"],
-    }
-    coords = {
-        "component": np.arange(k),
-        "feature": np.arange(d),
-        "feature_": np.arange(d),
-        "obs_id": np.arange(n),
-        "point": np.arange(n_points),
-    }
-    return from_dict(data, dims=dims, coords=coords, attrs=attrs, save_warmup=False)

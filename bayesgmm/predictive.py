@@ -21,24 +21,17 @@ These helpers work on the arrays of a posterior ``DataTree`` (as
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import gammaln, multigammaln, xlogy
 
 from . import _validation as v
 from ._tree import COVARIANCE_DIMS, PARAMETERS, covariance_type_of, posterior_group
-from .numerics import float_dtype
-from .params import make_params
 from .priors import (
     PriorParams,
-    _log_dirichlet,
-    _log_inverse_gamma,
-    _log_inverse_wishart,
-    cast_prior,
-    log_prior,
 )
 from .relabel import full_covariance_draws, log_component_densities
 
@@ -184,26 +177,15 @@ def add_posterior_predictive(post, rng_key=0, stream: int = 0):
 # --------------------------------------------------------------------------- log prior
 
 
-@partial(jax.jit, static_argnames="covariance_type")
-def _log_prior_parts(weights, means, covariances, prior: PriorParams, covariance_type: str):
-    """Per draw: log p(weights), log p(covariances), log p(means | covariances); (S,) each."""
-
-    def one(w, mu, cov):
-        params = make_params(w, mu, cov, covariance_type)
-        total = log_prior(params, prior, covariance_type)
-        lw = _log_dirichlet(w, prior.alpha, jnp.ones(w.shape[0], bool))
-        if covariance_type in ("full", "tied"):
-            lc = jnp.sum(_log_inverse_wishart(params.precisions_chol, prior.dof, prior.scale))
-        else:
-            lc = jnp.sum(_log_inverse_gamma(cov, 0.5 * prior.dof, 0.5 * prior.scale))
-        return lw, lc, total - lw - lc
-
-    # vmap rather than lax.map: it compiles faster (this runs on every sample_posterior).
-    return jax.vmap(one)(weights, means, covariances)
+def _log_inverse_gamma_np(x, shape, rate):
+    return shape * np.log(rate) - gammaln(shape) - (shape + 1.0) * np.log(x) - rate / x
 
 
 def log_prior_draws(draws: dict, prior: PriorParams, covariance_type: str) -> dict:
-    """The log prior density of each draw, split by parameter.
+    """The log prior density of each draw, split by parameter (NumPy, float64).
+
+    Computed with NumPy rather than a compiled program: it runs once per ``sample_posterior``
+    and a compilation would cost more than the arithmetic.
 
     Parameters
     ----------
@@ -220,17 +202,42 @@ def log_prior_draws(draws: dict, prior: PriorParams, covariance_type: str) -> di
         inverse-gamma (diag, spherical) density; ``means``: log density of the means given the
         covariances. They add up to :func:`bayesgmm.priors.log_prior`.
     """
-    dtype = float_dtype()
-    lw, lc, lm = _log_prior_parts(
-        *(jnp.asarray(draws[name], dtype) for name in PARAMETERS),
-        cast_prior(prior, dtype),
-        covariance_type,
-    )
-    return {
-        "weights": np.asarray(lw, np.float64),
-        "means": np.asarray(lm, np.float64),
-        "covariances": np.asarray(lc, np.float64),
-    }
+    ct = covariance_type
+    w = np.asarray(draws["weights"], np.float64)
+    mu = np.asarray(draws["means"], np.float64)
+    cov = np.asarray(draws["covariances"], np.float64)
+    s, k, d = mu.shape
+    alpha, kappa = float(prior.alpha), float(prior.kappa)
+    nu = float(prior.dof)
+    m0 = np.asarray(prior.mean, np.float64)
+    psi = np.asarray(prior.scale, np.float64)
+    lw = gammaln(k * alpha) - k * gammaln(alpha) + np.sum(xlogy(alpha - 1.0, w), -1)
+    if ct in ("full", "tied"):
+        chol = np.linalg.cholesky(cov)  # (S, K, D, D) or (S, D, D)
+        log_det = 2.0 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), -1)
+        # tr(Psi Sigma^-1) = ||L^-1 C||_F^2 with C C^T = Psi
+        sol = np.linalg.solve(chol, np.broadcast_to(np.linalg.cholesky(psi), chol.shape))
+        trace = np.sum(np.square(sol), (-2, -1))
+        _, log_det_psi = np.linalg.slogdet(psi)
+        norm = 0.5 * nu * log_det_psi - 0.5 * nu * d * np.log(2.0) - multigammaln(0.5 * nu, d)
+        lc = norm - 0.5 * (nu + d + 1.0) * log_det - 0.5 * trace
+        if ct == "full":
+            lc = lc.sum(-1)
+        else:
+            chol, log_det = chol[:, None], log_det[:, None]
+        diff = np.linalg.solve(np.broadcast_to(chol, (s, k, d, d)), (mu - m0)[..., None])[
+            ..., 0
+        ]  # L^-1 (mu - m0)
+        maha = kappa * np.sum(np.square(diff), -1)
+        lm = -0.5 * (d * np.log(2.0 * np.pi) - d * np.log(kappa) + log_det + maha)
+        lm = np.broadcast_to(lm, (s, k)).sum(-1)
+    else:
+        lc = _log_inverse_gamma_np(cov, 0.5 * nu, 0.5 * psi)
+        var = cov if ct == "diag" else np.broadcast_to(cov[..., None], (s, k, d))
+        lc = lc.reshape(s, -1).sum(-1)
+        sq = np.square(mu - m0) * kappa / var
+        lm = -0.5 * np.sum(np.log(2.0 * np.pi) - np.log(kappa) + np.log(var) + sq, (-2, -1))
+    return {"weights": lw, "means": lm, "covariances": lc}
 
 
 def add_log_prior(post, prior: PriorParams):

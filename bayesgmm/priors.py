@@ -290,10 +290,19 @@ def _default_scale(
 
 
 def _well_conditioned(matrix: np.ndarray) -> bool:
-    """Symmetric positive definite with a condition number that float64 can still resolve."""
+    """Symmetric positive definite with a condition number that float64 can still resolve.
+
+    The condition number is that of the matrix scaled to unit diagonal (a correlation matrix):
+    columns on very different scales (one in 1e20, one in 1) are not ill-conditioned, and
+    rescaling a column must not make a prior invalid (the fits are equivariant under it).
+    """
     if not np.all(np.isfinite(matrix)):
         return False
-    eig = np.linalg.eigvalsh(matrix)
+    diag = np.diagonal(matrix)
+    if not np.all(diag > 0):
+        return False
+    root = np.sqrt(diag)
+    eig = np.linalg.eigvalsh(matrix / root[:, None] / root[None, :])
     return bool(eig[0] > 1e-12 * max(eig[-1], 0.0) and eig[0] > 0)
 
 

@@ -18,10 +18,11 @@ import jax
 import numpy as np
 
 from . import _validation as v
-from . import em
+from . import em, em_run
+from ._nuts_compiled import device_args, precompile
 from .driver import key_on_host
 from .numerics import float_dtype
-from .nuts import Settings, choose_chain_method
+from .nuts import Settings, choose_chain_method, host_keys
 from .priors import PriorParams
 from .relabel import (
     allocation_probabilities,
@@ -109,7 +110,7 @@ def find_references(
         block_size=choose_block_size(n, k, d),
         n_candidates=1,
     )
-    out = em.fit(np.asarray(X.T, dtype), np.asarray(w, dtype), settings, static)
+    out = em_run.fit(np.asarray(X.T, dtype), np.asarray(w, dtype), settings, static)
     out = jax.device_get(out)
     ok = ~out.singular[0] & np.isfinite(out.objective[0])
     candidates = []
@@ -202,8 +203,9 @@ def sample_posterior(
         }
     # The prior as fit_em resolves it (data moments in the working precision).
     prior = mixture.resolve_prior(Xa, w)
-    key_ref, key_sampler = jax.random.split(v.as_key(rng_key))
-    references, _ = find_references(Xa, w, prior, k, ct, key_ref, init)
+    # Keys derived on the host: jax.random.split would compile a program on a first call.
+    base_key = key_on_host(v.check_rng_key(rng_key))
+    key_ref, key_sampler = host_keys(base_key, (), stream=10), host_keys(base_key, (), stream=11)
     settings = Settings(
         num_chains=num_chains,
         num_warmup=num_warmup,
@@ -215,12 +217,17 @@ def sample_posterior(
         log_likelihood=bool(log_likelihood),
         progress_bar=progress_bar,
     )
+    X64 = np.asarray(Xa, np.float64)
+    # The sampler's programs compile in a worker thread while the reference EM fits run.
+    compiled = precompile(device_args(X64, w, prior), k, ct, settings)
+    references, _ = find_references(Xa, w, prior, k, ct, key_ref, init)
     return nuts.sample_posterior(
-        np.asarray(Xa, np.float64),
+        X64,
         None if sample_weight is None else w,
         prior,
         references,
         covariance_type=ct,
         rng_key=key_sampler,
         settings=settings,
+        compiled=compiled,
     )

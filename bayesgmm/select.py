@@ -35,9 +35,9 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _validation as v
-from . import stream
+from . import em, stream
 from .api import FitResult, Mixture
-from .driver import data_moments, fit_candidates
+from .driver import data_moments, fit_candidate_groups
 from .init import SEARCH_INIT, SEARCH_N_INIT
 from .priors import Prior, needs_data
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CRITERIA = ("bic", "aic")
-FLOOR_FACTOR = 2.0
+FLOOR_FACTOR = em.FLOOR_FACTOR  # a variance at most this times reg_covar is on its floor
 SINGULAR_RTOL = 1e-8
 
 
@@ -226,10 +226,9 @@ def select(
     for k in ks:
         v.check_enough_samples(Xa.shape[0], w, k)
     moments = data_moments(Xa, w) if needs_data(prior) else None
-    per_type = [
-        fit_candidates(Xa, w, ks, cov, prior, reg_covar=reg_covar, moments=moments, **settings)
-        for cov in types
-    ]
+    per_type = fit_candidate_groups(
+        Xa, w, [(cov, ks) for cov in types], prior, reg_covar=reg_covar, moments=moments, **settings
+    )
     return _selection(Xa, Xa.shape[0], Xa.shape[1], ks, types, per_type, prior, reg_covar,
                       criterion, weighted=sample_weight is not None)  # fmt: skip
 

@@ -29,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 CHILD = r"""
@@ -94,6 +95,7 @@ first = run(0)
 first["wall_including_import"] = time.perf_counter() - t_start
 first["cpu_including_import"] = time.process_time()
 repeat = run(1)
+first["module"] = bg.__file__
 print("RESULT " + json.dumps({"first": first, "repeat": repeat}))
 """
 
@@ -101,6 +103,9 @@ print("RESULT " + json.dumps({"first": first, "repeat": repeat}))
 def bench(which: str, args) -> dict:
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # a cold process: no persistent cache
+    env["BAYESGMM_NO_CACHE"] = "1"  # not bayesgmm's either: every program compiles
+    if args.code:  # another copy of the package (e.g. an older commit, to compare)
+        env["PYTHONPATH"] = os.pathsep.join([args.code, env.get("PYTHONPATH", "")])
     load_before = os.getloadavg()[0]
     cpu0 = os.times()
     out = subprocess.run(
@@ -117,6 +122,9 @@ def bench(which: str, args) -> dict:
         text=True,
         env=env,
         check=True,
+        # Not the repository root: ``python -c`` puts the working directory first on sys.path,
+        # which would shadow --code.
+        cwd=tempfile.gettempdir(),
     )
     cpu1 = os.times()
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
@@ -135,11 +143,14 @@ def main(argv=None) -> None:
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--code", help="folder with the bayesgmm package to time (default: installed)")
+    p.add_argument("--repeat", type=int, default=1, help="fresh processes per sampler")
     args = p.parse_args(argv)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()}")
-    for which in args.which:
+    for which in [w for _ in range(args.repeat) for w in args.which]:
         t0 = time.perf_counter()
         res = bench(which, args)
+        res["code"] = args.code or "installed"
         f, r = res["first"], res["repeat"]
         print(
             f"{which:9s} first call {f['wall']:.1f} s wall, {f['cpu']:.1f} s CPU "

@@ -16,6 +16,7 @@ printed at the end.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -63,6 +64,21 @@ def diagnostics(post) -> dict:
     return out
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run(case: str, key: int) -> dict:
     load, k, ct = CASES[case]
     X = np.asarray(load(), np.float64)
@@ -77,6 +93,8 @@ def run(case: str, key: int) -> dict:
     return {
         "case": case,
         "key": key,
+        "commit": _commit(),
+        "load": round(os.getloadavg()[0], 1),
         "seconds": round(elapsed, 1),
         "rhat_max": max(v for n, v in d.items() if n.startswith("rhat")),
         "ess_min": min(v for n, v in d.items() if n.startswith("ess")),

@@ -280,8 +280,6 @@ def run(args) -> list[dict]:
                     failures.append(rep)
                     print(f"{name} {label} replicate {rep} failed: {err}", flush=True)
                     continue
-                if (rep + 1) % 25 == 0:
-                    print(f"{name} {label}: {rep + 1} replicates", flush=True)
                 for q, r in res["ranks"].items():
                     per_q.setdefault(q, []).append(r)
                     rows.append(
@@ -294,8 +292,14 @@ def run(args) -> list[dict]:
                             "min_true_weight": res["min_true_weight"],
                             "divergences": res.get("divergences", 0),
                             "relabeled": res.get("relabeled", 0.0),
+                            "seconds": res["time"],
                         }
                     )
+                if (rep + 1) % 25 == 0:
+                    # Partial ranks on disk, so that a run stopped mid-setting keeps its replicates
+                    # (``--summarise`` turns them into tests and figures).
+                    pd.DataFrame(rows).to_csv(out / "ranks.csv", index=False)
+                    print(f"{name} {label}: {rep + 1} replicates", flush=True)
             elapsed = time.perf_counter() - t0
             rng = np.random.default_rng([args.seed, 99])
             for q, r in per_q.items():
@@ -331,6 +335,40 @@ def run(args) -> list[dict]:
     return tests
 
 
+def summarise(sources: list[str], args) -> list[dict]:
+    """Uniformity tests and figures from the ``ranks.csv`` of earlier (possibly partial) runs."""
+    import pandas as pd
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = [pd.read_csv(Path(src) / "ranks.csv") for src in sources]
+    ranks = pd.concat(frames, ignore_index=True)
+    tests = []
+    rng = np.random.default_rng([args.seed, 99])
+    for (name, label), group in ranks.groupby(["setting", "sampler"], sort=False):
+        per_q = {q: g["rank"].to_numpy() for q, g in group.groupby("quantity", sort=False)}
+        for q, r in per_q.items():
+            p_chi2, p_ks = uniformity(r, args.draws, args.bins, rng)
+            tests.append(
+                {
+                    "setting": name,
+                    "sampler": label,
+                    "quantity": q,
+                    "replicates": len(r),
+                    "chi2_p": p_chi2,
+                    "ks_p": p_ks,
+                    "mean_rank": float(np.mean(r)),
+                }
+            )
+        plot_histograms(per_q, name, label, args.draws, args.bins, out / f"sbc_{name}_{label}.png")
+    ranks.to_csv(out / "ranks.csv", index=False)
+    table = pd.DataFrame(tests)
+    table.to_csv(out / "uniformity.csv", index=False)
+    with pd.option_context("display.width", 120, "display.max_rows", 500):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+    return tests
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -356,11 +394,20 @@ def parser() -> argparse.ArgumentParser:
         help="'data': a negative control, sampling with the data-based m0 and Psi",
     )
     p.add_argument("--out", default=str(ROOT / "docs" / "sbc"))
+    p.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="DIR",
+        help="only summarise the ranks.csv of earlier runs in these folders into --out",
+    )
     return p
 
 
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
+    if args.summarise:
+        summarise(args.summarise, args)
+        return
     os.environ.setdefault("JAX_ENABLE_X64", "1")
     run(args)
 

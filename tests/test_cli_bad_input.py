@@ -124,12 +124,8 @@ def test_bad_input(name, tmp_path, capsys):
     assert "Report written" not in stdout
 
 
-# Large but finite values that float32 cannot square: the library casts the data to float32
-# without centring or scaling it first, so these fail inside the fit with "singular" or "NaN or
-# infinite" and an extra overflow warning line. Fixing that is the library's job (issue 9:
-# centre and scale on the host in float64 before casting); then these fit, or fail naming
-# the overflow.
-@pytest.mark.xfail(reason="library: float32 fits of values beyond ~1e19 (issue 9)", strict=False)
+# Large but finite values that float32 cannot square: the library centres and scales the data on
+# the host in float64 before casting (issue 9), so these fit, or fail naming the overflow.
 @pytest.mark.parametrize("value", ["1e20", "1e40", "1e100"])
 def test_large_values_never_blamed_on_singularity(value, tmp_path, capsys):
     csv = tmp_path / "data.csv"

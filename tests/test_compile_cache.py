@@ -96,11 +96,13 @@ def test_plan_batches_groups_small_searches_and_splits_large_ones():
     assert sorted(c for _, members in plan for c in members) == list(range(9))
     assert all(len(members) == 1 for _, members in plan)
     assert [ks[m[0]] for _, m in plan] == sorted(ks, reverse=True)  # largest first
-    assert {b for b, _ in plan} == {1, 2, 3, 4, 6, 8, 9}  # bucketed, capped at the largest K
+    # Buckets k_max, k_max / 4, k_max / 16, ... rounded up: few programs, the large K unpadded.
+    assert {b for b, _ in plan} == {1, 3, 9}
     for b, (c,) in plan:
-        assert ks[c] <= b <= max(1.5 * ks[c], 2)
+        assert ks[c] <= b <= 4 * ks[c]
     assert plan_batches(20000, 5, [7], 1) == [(7, [0])]  # a single fit is never padded
-    assert k_bucket(13, 40) == 16 and k_bucket(13, 14) == 14
+    assert [k_bucket(k, 40) for k in (1, 2, 3, 4, 10, 11, 40)] == [1, 3, 3, 10, 10, 40, 40]
+    assert k_bucket(13, 14) == 14 and k_bucket(1, 1) == 1
 
 
 def test_split_search_keeps_each_candidate_in_its_row(x64):

@@ -31,6 +31,7 @@ DRIVERS = {
     "distributed",
     "sources",
     "nuts",
+    "_nuts_compiled",
     "modes",
     "relabel",
 }

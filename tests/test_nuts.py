@@ -253,6 +253,20 @@ def test_quick_run_structure_and_determinism(tiny):
     assert "log_likelihood" not in d.children
 
 
+def test_ahead_of_time_programs_sample_as_the_jitted_ones(tiny, monkeypatch):
+    """The (init, run) pair compiled in the worker thread (while the reference EM runs) is the
+    one a call uses, and it draws exactly what jax.jit's programs draw."""
+    from bayesgmm import _nuts_compiled, sampler
+
+    a = _tiny_run(tiny)
+    futures = list(_nuts_compiled._AOT.values())
+    assert futures and all(f.done() and f.exception() is None for f in futures)
+    monkeypatch.setattr(sampler, "precompile", lambda *args: None)
+    b = _tiny_run(tiny)
+    for name in PARAMS:
+        np.testing.assert_array_equal(a.posterior[name].values, b.posterior[name].values)
+
+
 def test_sample_weight_reaches_the_model(tiny):
     X, mix, _ = tiny
     w = np.arange(len(X)) % 3  # integer weights, some rows left out

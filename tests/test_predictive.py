@@ -118,18 +118,32 @@ def test_log_prior_group_matches_scipy(ct, x64):
         np.testing.assert_allclose(got["means"][i], lm, rtol=1e-10, atol=1e-9)
 
 
-def test_log_prior_draws_float32_close_to_float64():
+@pytest.mark.parametrize("ct", ["full", "spherical"])
+def test_log_prior_draws_add_up_to_the_em_objective_prior(ct, x64):
+    """The NumPy parts sum to ``priors.log_prior`` (the JAX prior term of the MAP-EM objective),
+    and float32 draws (as a float32 sampler returns them) give nearly the same values."""
     import jax
+
+    from bayesgmm.params import make_params
+    from bayesgmm.priors import log_prior
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(20, 2))
-    prior = bg.Mixture(2, "full", prior="default").resolve_prior(X)
-    draws = _random_draws(rng, 4, 2, 2, "full")
-    ref = log_prior_draws(draws, prior, "full")
-    with jax.enable_x64(False):
-        low = log_prior_draws(draws, prior, "full")
-    for name in ref:
-        np.testing.assert_allclose(low[name], ref[name], rtol=1e-4, atol=1e-3)
+    prior = bg.Mixture(2, ct, prior="default").resolve_prior(X)
+    draws = _random_draws(rng, 4, 2, 2, ct)
+    parts = log_prior_draws(draws, prior, ct)
+    total = sum(parts.values())
+
+    @jax.jit
+    @jax.vmap
+    def em_prior(w, mu, cov):
+        return log_prior(make_params(w, mu, cov, ct), prior, ct)
+
+    expected = em_prior(*(draws[n] for n in ("weights", "means", "covariances")))
+    np.testing.assert_allclose(total, np.asarray(expected), rtol=1e-10)
+    low = log_prior_draws({n: a.astype(np.float32) for n, a in draws.items()}, prior, ct)
+    for name in parts:
+        np.testing.assert_allclose(low[name], parts[name], rtol=1e-4, atol=1e-3)
 
 
 # --------------------------------------------------------------------------- predictive

@@ -21,7 +21,7 @@ from bayesgmm import driver
 from bayesgmm.datasets import load_faithful, load_iris
 from bayesgmm.em import FitOutput
 from bayesgmm.params import GMMParams
-from bayesgmm.select import degenerate_reason
+from bayesgmm.select import FLOOR_FACTOR, degenerate_reason
 
 REF = json.loads((Path(__file__).parent / "data" / "mclust_reference.json").read_text())
 REG = 1e-6  # the default reg_covar
@@ -204,3 +204,37 @@ def test_restart_warning_says_what_helps():
     assert "prior='default'" not in with_prior
     assert "stronger prior" in with_prior
     assert "prior='default'" not in driver.singular_message(REG, 3, with_prior=True)
+
+
+def test_cli_degenerate_rule_is_selects(capsys):
+    from bayesgmm.cli import console
+
+    X = np.random.RandomState(0).uniform(size=(30, 2))
+    names = ["a", "b"]
+    mix = bg.Mixture(2, "diag")
+    # A narrow but sound component (variance 5e-6, above select's floor of 2 reg_covar and
+    # below 1e-4 of the data's variance, 8e-6): the command line's old rule called it
+    # degenerate, select does not.
+    assert FLOOR_FACTOR * REG < 5e-6 < 1e-4 * X.var(0)[0]
+    narrow = bg.FitResult.from_params(
+        mix, [0.5, 0.5], [[0.2, 0.2], [0.7, 0.7]], [[5e-6, 0.1], [0.1, 0.1]]
+    )
+    # On the reg_covar floor: degenerate for both.
+    floor = bg.FitResult.from_params(mix, [0.5, 0.5], [[0.2, 0.2], [0.7, 0.7]], [[REG, 0.1]] * 2)
+    for res in (narrow, floor):
+        assert console.warn_if_degenerate(res, X, names) == bool(degenerate_reason(res))
+    out = capsys.readouterr().out
+    assert out.count("DEGENERATE") == 1 and "reg_covar floor" in out
+
+
+def test_restarts_prefer_a_fit_off_the_floor():
+    # Ten restarts of diag K=9 on Old Faithful from this seed: the best objective after the
+    # short restarts used to belong to one whose component sits on the reg_covar floor; the
+    # driver now keeps the best restart off the floor where one exists, as select does for
+    # candidates.
+    X = load_faithful()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sel = bg.select(X, n_components=(3, 9), covariance_types="diag", n_init=10, rng_key=4)
+    assert not sel.table["degenerate"].any()
+    assert degenerate_reason(sel.fits[(9, "diag")]) == ""

@@ -224,3 +224,48 @@ def test_no_warning_on_ordinary_fit(faithful):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         bg.Mixture(2, "full").fit_em(faithful)
+
+
+# An outlier 1e25 away from data of unit spread: float32 holds it after centring and scaling.
+def _with_outlier(big=1e25):
+    rng = np.random.default_rng(5)
+    return np.concatenate([rng.normal(0.0, 1.0, (60, 2)), [[big, 0.5]]])
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_extreme_outlier_named_or_fitted(precision, request):
+    request.getfixturevalue("x64" if precision == "float64" else "f32")
+    X = _with_outlier()
+    # Maximum likelihood gives the outlier a component of its own, which collapses: the
+    # message names the extreme range, not only "singular".
+    with pytest.raises(ValueError, match="extreme range: column 0"):
+        bg.Mixture(2, "full").fit_em(X)
+    # With the default prior it fits: one component on the outlier, one on the bulk.
+    res = bg.Mixture(2, "full", prior="default").fit_em(X)
+    means = res.means[np.argsort(res.means[:, 0])]
+    bulk = X[:-1].mean(0)
+    assert abs(means[0, 1] - bulk[1]) < 0.05 and means[1, 0] > 1e24
+    assert np.all(np.isfinite(res.covariances)) and np.isfinite(res.log_likelihood)
+
+
+def test_default_prior_columns_on_different_scales(x64):
+    # The prior's conditioning check is that of the correlation matrix: rescaling a column by
+    # 1e20 changes nothing but the scale's units (it used to call the covariance singular).
+    X = _two_clusters(2)
+    s = np.array([1e20, 1.0])
+    a = bg.Mixture(2, "full", prior="default").resolve_prior(X)
+    b = bg.Mixture(2, "full", prior="default").resolve_prior(X * s)
+    np.testing.assert_allclose(b.scale, a.scale * np.outer(s, s), rtol=1e-12)
+
+
+def test_transform_from_streamed_moments_equals_fit_transform():
+    # A streamed fit has the mean and per-column spread from its own pass: the same transform.
+    from bayesgmm._transform import fit_transform, transform_from_moments
+
+    X = _two_clusters(4) * [1e-3, 1e4] + [1e8, -2.0]
+    w = np.random.default_rng(1).uniform(0.5, 2.0, len(X))
+    mean = np.average(X, axis=0, weights=w)
+    std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
+    a, b = fit_transform(X, w), transform_from_moments(mean, std)
+    np.testing.assert_allclose(b.shift, a.shift, rtol=1e-14)
+    assert a.scale == b.scale

@@ -9,9 +9,6 @@ import warnings
 
 import numpy as np
 
-# A variance this small relative to the data's variance marks a collapsed (degenerate) component.
-DEGENERATE_RELATIVE_VARIANCE = 1e-4
-
 
 class CLIError(Exception):
     """A problem with the command's input, reported as one line without a traceback."""
@@ -166,19 +163,28 @@ def selection_table(sel, X, top: int) -> str:
 
 
 def warn_if_degenerate(res, X, names) -> bool:
-    """Print and return True if a component has collapsed onto (nearly) one value."""
-    var = variances(res)
-    rel = var / np.var(X, axis=0)
-    if rel.min() >= DEGENERATE_RELATIVE_VARIANCE:
+    """Print and return True if ``res`` is degenerate by select's rule.
+
+    The rule is :func:`bayesgmm.select.degenerate_reason` (a variance on the ``reg_covar``
+    floor, or numerically singular), so the command line and ``select``'s ``degenerate``
+    column always agree.
+    """
+    from ..select import degenerate_reason  # the surface; imported when a fit is reported
+
+    reason = degenerate_reason(res)
+    if not reason:
         return False
-    comp, feat = np.unravel_index(np.argmin(rel), rel.shape)
+    var = variances(res)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = var / np.var(X, axis=0)
+    comp, feat = np.unravel_index(np.nanargmin(rel), rel.shape)
     mean = float(np.asarray(res.means)[comp, feat])
     print(
-        f"    DEGENERATE: component {comp} has variance {var[comp, feat]:.2g} on "
-        f"'{names[feat]}' (the data's variance is {np.var(X[:, feat]):.3g}).\n"
-        f"    It sits on the repeated value {names[feat]} = {mean:.6g}, where the likelihood\n"
-        "    grows without bound: that spike, not a better fit, wins the BIC. A prior\n"
-        "    (--prior default) prevents it."
+        f"    DEGENERATE: {reason}.\n"
+        f"    Its smallest variance is on '{names[feat]}' (component {comp}, at "
+        f"{names[feat]} = {mean:.6g}; the data's variance is {np.var(X[:, feat]):.3g}),\n"
+        "    where the likelihood grows without bound: that spike, not a better fit, wins the\n"
+        "    BIC. A prior (--prior default) prevents it."
     )
     return True
 

@@ -1,0 +1,241 @@
+"""The compiled pieces of the posterior sampler (:mod:`bayesgmm.nuts`), and their compilation
+ahead of time.
+
+``kernel_pieces`` jits NumPyro's NUTS kernel for one model structure: an ``init`` that builds a
+chain's first state and a ``run`` that advances it ``CHUNK`` iterations, returning the
+constrained draws and the per-iteration statistics; ``transforms`` jits the maps between
+constrained and unconstrained parameters. :func:`precompile` compiles a kernel's pair in a worker
+thread, so that the front end's reference EM fits and this compilation overlap on a first call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .model import mixture_model
+from .numerics import float_dtype
+from .priors import PriorParams, cast_prior
+
+# Iterations per compiled call. The chunk length is static (one compilation serves any number of
+# warm-up and sampling iterations); a run that is not a multiple of it runs at most CHUNK - 1
+# extra iterations at the end, which are discarded.
+CHUNK = 50
+
+# Potential energy given to each chain's start (see ``kernel_pieces``): high enough that any
+# point of the first trajectory outweighs it, finite in float32.
+START_POTENTIAL = 1e30
+
+
+# --------------------------------------------------------------------------- compiled pieces
+
+
+class _Kernel(NamedTuple):
+    """Jitted NUTS pieces for one model structure; arguments ``(X, w, prior)`` are traced."""
+
+    init: Any  # (z, rng_key, X, w, prior) -> HMCState, one chain
+    run: Any  # (state, X, w, prior) -> (state, stats of the CHUNK iterations), one chain
+    vinit: Any  # vmapped over chains
+    vrun: Any
+    pinit: Any  # pmapped over chains (one per device)
+    prun: Any
+
+
+def _bound_model(n_components: int, n_features: int, covariance_type: str):
+    return partial(
+        mixture_model,
+        n_components=n_components,
+        n_features=n_features,
+        covariance_type=covariance_type,
+    )
+
+
+@lru_cache(maxsize=32)
+def kernel_pieces(
+    n_components: int,
+    n_features: int,
+    covariance_type: str,
+    num_warmup: int,
+    dense_mass: bool,
+    target_accept_prob: float,
+    max_tree_depth: int,
+) -> _Kernel:
+    # NumPyro's hmc() keeps the warm-up schedule in closure variables set by init_kernel, so a
+    # kernel pair serves exactly one num_warmup: it is part of the cache key.
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
+
+    model = _bound_model(n_components, n_features, covariance_type)
+
+    def potential_fn_gen(X, w, prior):
+        return partial(potential_energy, model, (X, w), {"prior": prior})
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+
+    def init(z, rng_key, X, w, prior):
+        # The start's potential is set high and its gradient to zero instead of computed: the
+        # gradient of the potential is the costliest piece to compile, and this program would
+        # hold a second copy of it. The first warm-up transition then moves away from the start
+        # (its trajectory's points all outweigh it) and every later state carries its true
+        # potential and gradient; warm-up draws are discarded.
+        dtype = jax.tree.leaves(z)[0].dtype
+        start = ParamInfo(z, jnp.asarray(START_POTENTIAL, dtype), jax.tree.map(jnp.zeros_like, z))
+        return init_kernel(
+            start,
+            num_warmup,
+            dense_mass=dense_mass,
+            target_accept_prob=target_accept_prob,
+            max_tree_depth=max_tree_depth,
+            model_args=(X, w, prior),
+            rng_key=rng_key,
+        )
+
+    def run(state, X, w, prior):
+        def step(s, _):
+            s = sample_kernel(s, model_args=(X, w, prior))
+            # The constrained draw is computed here, inside the sampling program, rather than by
+            # a program of its own afterwards.
+            params = constrain_fn(model, (X, w), {"prior": prior}, s.z)
+            stats = {
+                "params": params,
+                "potential_energy": s.potential_energy,
+                "energy": s.energy,
+                "num_steps": s.num_steps,
+                "accept_prob": s.accept_prob,
+                "diverging": s.diverging,
+                "step_size": s.adapt_state.step_size,
+            }
+            return s, stats
+
+        return jax.lax.scan(step, state, None, length=CHUNK)
+
+    batched = (0, 0, None, None, None)
+    return _Kernel(
+        init=jax.jit(init),
+        run=jax.jit(run),
+        vinit=jax.jit(jax.vmap(init, in_axes=batched)),
+        vrun=jax.jit(jax.vmap(run, in_axes=(0, None, None, None))),
+        pinit=jax.pmap(init, in_axes=batched),
+        prun=jax.pmap(run, in_axes=(0, None, None, None)),
+    )
+
+
+class _Transforms(NamedTuple):
+    unconstrain: Any  # (params, X, w, prior) -> z, one draw
+    constrain: Any  # (z (S, ...), X, w, prior, with_log_likelihood) -> (params, ll or None)
+    unconstrain_batch: Any  # (params (S, ...), X, w, prior) -> z (S, ...)
+    log_density_batch: Any  # (z (S, ...), X, w, prior) -> (S,)
+
+
+@lru_cache(maxsize=32)
+def transforms(n_components: int, n_features: int, covariance_type: str):
+    """Jitted maps between constrained and unconstrained parameters, and the log-likelihood."""
+    from numpyro.infer.util import constrain_fn, log_likelihood, potential_energy, unconstrain_fn
+
+    model = _bound_model(n_components, n_features, covariance_type)
+
+    @jax.jit
+    def unconstrain(params, X, w, prior):
+        return unconstrain_fn(model, (X, w), {"prior": prior}, params)
+
+    @jax.jit
+    def unconstrain_batch(params, X, w, prior):
+        return jax.vmap(lambda p: unconstrain_fn(model, (X, w), {"prior": prior}, p))(params)
+
+    @jax.jit
+    def log_density_batch(z, X, w, prior):
+        """Minus the potential energy of draws z (n_draws, ...): log posterior density in z."""
+        return jax.vmap(lambda zi: -potential_energy(model, (X, w), {"prior": prior}, zi))(z)
+
+    @partial(jax.jit, static_argnames="with_log_likelihood")
+    def constrain(z, X, w, prior, with_log_likelihood: bool):
+        """Draws (n_draws, ...) of the sites, and their pointwise log-likelihood (or None)."""
+        params = constrain_fn(model, (X, w), {"prior": prior}, z, batch_ndims=1)
+        if not with_log_likelihood:
+            return params, None
+        # One draw at a time (lax.map inside): memory stays O(n_samples * n_components).
+        ll = log_likelihood(model, params, X, w, prior=prior, parallel=False)["obs"]
+        return params, ll
+
+    return _Transforms(unconstrain, constrain, unconstrain_batch, log_density_batch)
+
+
+# --------------------------------------------------------------------------- ahead of time
+
+# Compiled (init, run) pairs, by structure and argument types: compiled in a worker thread while
+# the front end runs the reference EM fits, so that the two compilations overlap (XLA compiles
+# outside the GIL). Executables are kept here, not in jax.jit's cache: a repeat call finds them.
+_AOT: OrderedDict = OrderedDict()
+_AOT_LOCK = threading.Lock()
+_AOT_KEEP = 8
+_POOL: list = []
+
+
+def device_args(X: np.ndarray, w: np.ndarray, prior: PriorParams) -> tuple:
+    """The traced arguments ``(X, w, prior)`` of the compiled pieces, in the working precision."""
+    dtype = float_dtype()
+    return jnp.asarray(X, dtype), jnp.asarray(w, dtype), cast_prior(prior, dtype)
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef,) + tuple(
+        (np.shape(a), str(a.dtype), bool(getattr(a, "weak_type", False))) for a in leaves
+    )
+
+
+def precompile(args: tuple, n_components: int, covariance_type: str, settings):
+    """Start compiling the sampler's programs for ``args``; a Future of (init, run) or None.
+
+    ``settings`` is :class:`bayesgmm.nuts.Settings`. None for ``chain_method="parallel"`` (pmap
+    compiles on its first call).
+    """
+    s = settings
+    if s.chain_method == "parallel":
+        return None
+    d = int(args[0].shape[1])
+    structure = (n_components, d, covariance_type, s.num_warmup, bool(s.dense_mass))
+    structure += (s.target_accept_prob, s.max_tree_depth)
+    lead = () if s.chain_method == "sequential" else (s.num_chains,)
+    key = (structure, lead, _signature(args), bool(jax.config.jax_enable_x64))
+    with _AOT_LOCK:
+        future = _AOT.get(key)
+        if future is None:
+            if not _POOL:
+                _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="bayesgmm-compile"))
+            x64 = bool(jax.config.jax_enable_x64)
+            future = _POOL[0].submit(_compile_pair, structure, lead, args, x64)
+            _AOT[key] = future
+            while len(_AOT) > _AOT_KEEP:
+                _AOT.popitem(last=False)
+        else:
+            _AOT.move_to_end(key)
+    return future
+
+
+def _compile_pair(structure: tuple, lead: tuple, args: tuple, x64: bool):
+    with jax.enable_x64(x64):  # the caller's precision (a thread-local setting)
+        k, d, ct = structure[:3]
+        kernel = kernel_pieces(*structure)
+        dtype = args[0].dtype
+        cov = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+        params = {
+            "weights": jax.ShapeDtypeStruct((k,), dtype),
+            "means": jax.ShapeDtypeStruct((k, d), dtype),
+            "covariances": jax.ShapeDtypeStruct(cov, dtype),
+        }
+        z = jax.eval_shape(transforms(k, d, ct).unconstrain, params, *args)
+        z = {name: jax.ShapeDtypeStruct(lead + a.shape, a.dtype) for name, a in z.items()}
+        rng = jax.ShapeDtypeStruct(lead + (2,), np.uint32)
+        init_fn, run_fn = (kernel.init, kernel.run) if not lead else (kernel.vinit, kernel.vrun)
+        state = jax.eval_shape(init_fn, z, rng, *args)
+        run = run_fn.lower(state, *args).compile()
+        init = init_fn.lower(z, rng, *args).compile()
+    return init, run
