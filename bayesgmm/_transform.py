@@ -28,12 +28,11 @@ the total sample weight); the log-prior loses the log-Jacobian of the parameter 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .priors import PriorParams
-from .sources import Centring
 
 _CHUNK = 65536  # rows per chunk of the max-abs pass (in X's own dtype: no temporaries)
 _ALIGN = 64  # bytes: the alignment XLA's CPU client needs to use a host buffer in place
@@ -184,11 +183,24 @@ def _aligned_empty(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
     return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
+def split_shift(shift: np.ndarray, scale: float, dtype) -> tuple[np.ndarray, np.ndarray, Any]:
+    """``(hi, lo, 1 / scale)`` in ``dtype``, ``hi + lo`` the float64 shift to about eps^2.
+
+    ``((x - hi) - lo) * (1 / scale)`` maps rows of ``dtype`` as accurately as float64
+    arithmetic followed by the cast (near the shift ``x - hi`` is exact, and ``scale`` is a
+    power of two): the split the streamed chunks use (``bayesgmm.sources.Centring.split``).
+    """
+    dtype = np.dtype(dtype)
+    hi = np.asarray(shift, np.float64).astype(dtype)
+    lo = (np.asarray(shift, np.float64) - hi).astype(dtype)
+    return hi, lo, dtype.type(1.0 / scale)
+
+
 def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarray:
     """``(X - shift) / scale`` as columns, shape (D, n), in ``dtype``: the fits' layout.
 
     Cache-sized tiles of rows are centred in place and transposed into the result, as the
-    streamed fits do (:meth:`bayesgmm.sources.Centring.split`): floating rows in the more
+    streamed fits do (:func:`split_shift`): floating rows in the more
     precise of their own and the working dtype (float32 rows for a float32 fit are not upcast:
     the shift is split into ``hi + lo`` in float32 and ``1 / scale`` is a power of two),
     integers in float64; no data-sized temporary. The identity costs only the layout copy.
@@ -202,7 +214,7 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
     shift = np.asarray(t.shift, np.float64)
     trivial = t.scale == 1.0 and not np.any(shift)
     compute = np.promote_types(X.dtype, dtype) if X.dtype.kind == "f" else np.dtype(np.float64)
-    hi, lo, inv = Centring(shift, t.scale).split(compute)
+    hi, lo, inv = split_shift(shift, t.scale, compute)
     buf = np.empty((_TILE, d), compute)
     # Squares, sums of squares over rows and features and their products with precisions must
     # stay finite: keep a margin of 1e4 under the square root of the largest value.
