@@ -148,7 +148,7 @@ def test_interrupt_at_fixed_delays(delay, csv, tmp_path):
     _interrupt_select_after(delay, csv, tmp_path / "out")
 
 
-@pytest.mark.slow
+@pytest.mark.long  # the moments in between DELAYS, the start-up and fitting tests
 @pytest.mark.parametrize("delay", MORE_DELAYS)
 def test_interrupt_at_more_delays(delay, csv, tmp_path):
     _interrupt_select_after(delay, csv, tmp_path / "out")

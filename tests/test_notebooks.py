@@ -93,7 +93,13 @@ def test_notebook_is_stored_executed(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize(
+    "path",
+    # Notebook 4 samples several posteriors with the defaults; the stored, executed copy is
+    # checked by the test above, and its samplers by test_nuts, test_modes and test_predictive.
+    [pytest.param(p, marks=pytest.mark.long) if p.stem.startswith("04") else p for p in NOTEBOOKS],
+    ids=[p.stem for p in NOTEBOOKS],
+)
 def test_notebook_runs(path, kernel_name, tmp_path):
     nb = nbformat.read(path, as_version=4)  # a copy in memory; the file stays as it is
     client = nbclient.NotebookClient(
