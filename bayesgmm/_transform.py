@@ -188,12 +188,23 @@ def split_shift(shift: np.ndarray, scale: float, dtype) -> tuple[np.ndarray, np.
 
     ``((x - hi) - lo) * (1 / scale)`` maps rows of ``dtype`` as accurately as float64
     arithmetic followed by the cast (near the shift ``x - hi`` is exact, and ``scale`` is a
-    power of two): the split the streamed chunks use (``bayesgmm.sources.Centring.split``).
+    power of two): the split the streamed chunks use (``bayesgmm.sources.Centring.split`` calls it).
     """
     dtype = np.dtype(dtype)
     hi = np.asarray(shift, np.float64).astype(dtype)
     lo = (np.asarray(shift, np.float64) - hi).astype(dtype)
     return hi, lo, dtype.type(1.0 / scale)
+
+
+def centre_rows(rows: np.ndarray, hi, lo, inv, out: np.ndarray) -> np.ndarray:
+    """``((rows - hi) - lo) * inv`` written into ``out`` (same shape), with no temporaries:
+    the in-place centring of one tile, shared by :func:`to_working` and the streamed chunks."""
+    np.subtract(rows, hi, out=out, casting="unsafe")
+    if np.any(lo):
+        np.subtract(out, lo, out=out)
+    if inv != 1:
+        np.multiply(out, inv, out=out)
+    return out
 
 
 def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarray:
@@ -224,12 +235,7 @@ def to_working(X: np.ndarray, t: Transform, dtype, name: str = "X") -> np.ndarra
         if trivial:
             y = r
         else:
-            y = buf[: len(r)]
-            np.subtract(r, hi, out=y, casting="unsafe")
-            if np.any(lo):
-                np.subtract(y, lo, out=y)
-            if inv != 1:
-                np.multiply(y, inv, out=y)
+            y = centre_rows(r, hi, lo, inv, buf[: len(r)])
         top = max(float(y.max()), -float(y.min()))
         if top < limit:
             out[:, i : i + _TILE] = y.T

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._transform import centre_rows, split_shift
+
 # Working-dtype bytes of one chunk (rows and weights) when chunk_size is not given: large enough
 # that the per-chunk dispatch is nothing against the E-step, small enough for a fixed budget.
 CHUNK_BYTES = 2**25
@@ -187,10 +189,7 @@ class Centring(NamedTuple):
         """``(hi, lo, 1 / scale)`` in ``dtype`` with ``hi + lo`` the shift to about eps^2:
         ``(x - hi) - lo`` centres rows of ``dtype`` (near the shift ``x - hi`` is exact) as
         accurately as float64 arithmetic followed by the cast."""
-        dtype = np.dtype(dtype)
-        hi = np.asarray(self.shift, np.float64).astype(dtype)
-        lo = (np.asarray(self.shift, np.float64) - hi).astype(dtype)
-        return hi, lo, dtype.type(1.0 / self.scale)
+        return split_shift(self.shift, self.scale, dtype)
 
 
 def _tile_map(rows_dtype: np.dtype, dtype: np.dtype, centring: Centring | None):
@@ -204,13 +203,7 @@ def _tile_map(rows_dtype: np.dtype, dtype: np.dtype, centring: Centring | None):
     buf = np.empty((_TRANSPOSE_ROWS, len(hi)), compute)  # in place: no temporaries per tile
 
     def centre(r):
-        y = buf[: len(r)]
-        np.subtract(r, hi, out=y, casting="unsafe")
-        if np.any(lo):
-            np.subtract(y, lo, out=y)
-        if inv != 1:
-            np.multiply(y, inv, out=y)
-        return y
+        return centre_rows(r, hi, lo, inv, buf[: len(r)])
 
     return centre
 
