@@ -187,7 +187,12 @@ def fit_candidate_groups(
     two cores); the fits then run group after group in this thread. ``settings`` are the
     keyword arguments of :func:`fit_candidates` (``moments`` included).
     """
-    planned = [_plan(X, sample_weight, ks, cov, prior, **settings) for cov, ks in groups]
+    # One transformed copy of the data for every group (not one per covariance type).
+    t = fit_transform(X, sample_weight)
+    working = (t, to_working(X, t, np.dtype(float_dtype())))
+    planned = [
+        _plan(X, sample_weight, ks, cov, prior, working=working, **settings) for cov, ks in groups
+    ]
     programs = {}
     for Xt, w, jobs, _ in planned:
         for _, job_settings, static in jobs:
@@ -226,8 +231,12 @@ def _plan(
     init_params=None,
     moments=None,
     block_size=None,
+    working=None,
 ):
     """The compiled runs of :func:`fit_candidates`: ``(Xt, w, jobs, ctx)``.
+
+    ``working``: ``(transform, Xt)`` already made from ``X`` (:func:`fit_candidate_groups`
+    shares one between its groups), else made here.
 
     ``ctx`` holds what :func:`_collect` needs to turn the runs' outputs into outcomes.
     """
@@ -236,8 +245,10 @@ def _plan(
     # Host-side, in float64: centre and scale the data, normalise the weights (see
     # bayesgmm._transform), then cast to the working dtype. Every batch job below fits the
     # same transformed data; outcomes are mapped back to the data as given.
-    t = fit_transform(X, sample_weight)
-    Xt = to_working(X, t, dtype)  # the data as columns, see bayesgmm.stats
+    if working is None:
+        t = fit_transform(X, sample_weight)
+        working = (t, to_working(X, t, dtype))  # the data as columns, see bayesgmm.stats
+    t, Xt = working
     w, factor = _working_weights(sample_weight, prior, dtype)
     if moments is None and needs_data(prior):
         moments = data_moments(X, sample_weight, transform=t, working=Xt)
