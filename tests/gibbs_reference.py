@@ -116,14 +116,19 @@ def gibbs_sample(
     n_iter: int,
     rng: np.random.Generator,
     burn: int = 0,
+    z0: np.ndarray | None = None,
+    thin: int = 1,
 ) -> dict:
-    """Run the Gibbs sampler from random allocations.
+    """Run the Gibbs sampler from random allocations (or from the allocations ``z0``).
+
+    ``z0`` (n,) of int in [0, K) starts the chain in a chosen configuration (e.g. each row's
+    most probable component under a fit); every ``thin``-th iteration after ``burn`` is kept.
 
     Returns
     -------
     dict
         ``weights`` (T, K), ``means`` (T, K, D), ``covariances`` (T, K, D, D) for full or
-        (T, K, D) for diag, with T = n_iter - burn draws.
+        (T, K, D) for diag, with T = ceil((n_iter - burn) / thin) draws.
     """
     X = np.asarray(X, np.float64)
     n, d = X.shape
@@ -134,8 +139,8 @@ def gibbs_sample(
         prior["scale"],
         prior["alpha"],
     )
-    z = rng.integers(k, size=n)
-    keep = n_iter - burn
+    z = rng.integers(k, size=n) if z0 is None else np.asarray(z0, np.intp).copy()
+    keep = len(range(burn, n_iter, thin))
     out_w = np.empty((keep, k))
     out_mu = np.empty((keep, k, d))
     out_cov = np.empty((keep, k, d, d) if covariance_type == "full" else (keep, k, d))
@@ -166,6 +171,99 @@ def gibbs_sample(
         lp = log_component_densities(X, params, covariance_type)
         # Allocations by the Gumbel-max trick: argmax(lp + G) ~ Categorical(softmax(lp)).
         z = np.argmax(lp + rng.gumbel(size=lp.shape), axis=1)
-        if it >= burn:
-            out_w[it - burn], out_mu[it - burn], out_cov[it - burn] = weights, means, cov
+        if it >= burn and (it - burn) % thin == 0:
+            t = (it - burn) // thin
+            out_w[t], out_mu[t], out_cov[t] = weights, means, cov
+    return {"weights": out_w, "means": out_mu, "covariances": out_cov}
+
+
+def gibbs_chains(
+    X: np.ndarray,
+    k: int,
+    prior: dict,
+    z0: np.ndarray,
+    n_iter: int,
+    rng: np.random.Generator,
+    burn: int = 0,
+    thin: int = 1,
+) -> dict:
+    """Many chains of :func:`gibbs_sample`'s sampler (full covariances) advanced together.
+
+    The same conjugate updates as :func:`gibbs_sample`, written over a leading chain axis so
+    that NumPy's per-call overhead is paid once per iteration for all chains (the single-chain
+    loop is dominated by it on small data).
+
+    Parameters
+    ----------
+    X : array of shape (n, D)
+    k : int
+    prior : dict
+        From :func:`prior_dict`, with a (D, D) scale.
+    z0 : array of int, shape (C, n)
+        Starting allocations of the C chains.
+    n_iter, rng, burn, thin
+        As in :func:`gibbs_sample`.
+
+    Returns
+    -------
+    dict
+        ``weights`` (C, T, K), ``means`` (C, T, K, D), ``covariances`` (C, T, K, D, D).
+    """
+    X = np.asarray(X, np.float64)
+    n, d = X.shape
+    m0, kappa, nu, psi, alpha = (
+        prior["mean"],
+        prior["kappa"],
+        prior["dof"],
+        np.asarray(prior["scale"], np.float64).reshape(d, d),
+        prior["alpha"],
+    )
+    z = np.asarray(z0, np.intp).copy()
+    c = z.shape[0]
+    kept = range(burn, n_iter, thin)
+    out_w = np.empty((c, len(kept), k))
+    out_mu = np.empty((c, len(kept), k, d))
+    out_cov = np.empty((c, len(kept), k, d, d))
+    eye_k = np.eye(k)
+    tril = np.tril(np.ones((d, d), bool), -1)
+    for it in range(n_iter):
+        onehot = eye_k[z]  # (C, n, K)
+        counts = onehot.sum(1)  # (C, K)
+        g = rng.gamma(alpha + counts)
+        weights = g / g.sum(1, keepdims=True)
+        xbar = (np.swapaxes(onehot, 1, 2) @ X) / np.maximum(counts, 1.0)[..., None]
+        diff = X[None, None] - xbar[:, :, None, :]  # (C, K, n, D)
+        member = np.swapaxes(onehot, 1, 2)[..., None]  # (C, K, n, 1)
+        scatter = np.swapaxes(diff * member, -1, -2) @ diff  # (C, K, D, D)
+        kappa_n = kappa + counts
+        m_n = (kappa * m0 + counts[..., None] * xbar) / kappa_n[..., None]
+        dev = xbar - m0
+        psi_n = (
+            psi
+            + scatter
+            + (kappa * counts / kappa_n)[..., None, None] * (dev[..., :, None] * dev[..., None, :])
+        )
+        # Inverse Wishart by the Bartlett decomposition of the Wishart of the inverse.
+        chol = np.linalg.cholesky(np.linalg.inv(psi_n))
+        a = np.zeros((c, k, d, d))
+        a[..., tril] = rng.standard_normal((c, k, int(tril.sum())))
+        dof_n = (nu + counts)[..., None] - np.arange(d)  # (C, K, D)
+        a[..., np.arange(d), np.arange(d)] = np.sqrt(rng.chisquare(dof_n))
+        la = chol @ a
+        cov = np.linalg.inv(la @ np.swapaxes(la, -1, -2))
+        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+        chol_cov = np.linalg.cholesky(cov)
+        eps = rng.standard_normal((c, k, d, 1))
+        means = m_n + (chol_cov @ eps)[..., 0] / np.sqrt(kappa_n)[..., None]
+        # Allocations given the parameters (Gumbel-max), log N by a triangular solve.
+        r = X[None, None] - means[:, :, None, :]  # (C, K, n, D)
+        y = np.linalg.inv(chol_cov) @ np.swapaxes(r, -1, -2)  # (C, K, D, n)
+        log_det = np.sum(np.log(np.diagonal(chol_cov, axis1=-2, axis2=-1)), -1)  # (C, K)
+        with np.errstate(divide="ignore"):
+            lp = -0.5 * np.sum(y * y, axis=2) - (log_det + 0.5 * d * np.log(2 * np.pi))[..., None]
+            lp = lp + np.log(weights)[..., None]  # (C, K, n)
+        z = np.argmax(np.swapaxes(lp, 1, 2) + rng.gumbel(size=(c, n, k)), axis=2)
+        if it >= burn and (it - burn) % thin == 0:
+            t = (it - burn) // thin
+            out_w[:, t], out_mu[:, t], out_cov[:, t] = weights, means, cov
     return {"weights": out_w, "means": out_mu, "covariances": out_cov}
