@@ -216,6 +216,27 @@ def classify(P: np.ndarray, Q: np.ndarray, chunk: int = 500) -> np.ndarray:
     return out
 
 
+def kl_classify(P: np.ndarray, Q: np.ndarray, max_rows: int = 256) -> np.ndarray:
+    """Distance (S, M) by the sampler's own rule, rewritten here to isolate rule from sampler.
+
+    ``min_sigma mean_i KL(p_s[i, sigma] || Q_m[i])`` over at most ``max_rows`` evenly spread rows
+    (``bayesgmm.relabel.configuration_distance`` and ``row_subset``, as documented there).
+    """
+    n, k = P.shape[1], P.shape[2]
+    rows = np.arange(n)
+    if n > max_rows:
+        rows = np.unique(np.linspace(0, n - 1, max_rows).round().astype(np.intp))
+    P, Q = P[:, rows], Q[:, rows]
+    tiny = 1e-300
+    perms = np.array(list(itertools.permutations(range(k))))
+    entropy = np.sum(P * np.log(np.maximum(P, tiny)), axis=1)  # (S, K)
+    out = np.empty((P.shape[0], Q.shape[0]))
+    for m in range(Q.shape[0]):
+        cost = entropy[:, :, None] - np.einsum("sia,ij->saj", P, np.log(np.maximum(Q[m], tiny)))
+        out[:, m] = cost[:, perms, np.arange(k)].sum(-1).min(1) / len(rows)
+    return out
+
+
 def fractions(dist: np.ndarray) -> tuple[np.ndarray, float]:
     """Fraction of draws nearest each configuration, and the fraction away from all."""
     nearest = np.argmin(dist, axis=1)
@@ -265,15 +286,17 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     t0 = time.perf_counter()
     labels, draws = run_gibbs(X, k, prior, Q, key, n_iter)
     gibbs_seconds = time.perf_counter() - t0
-    per_chain, away, ll_gibbs = [], [], []
+    per_chain, per_chain_kl, away, ll_gibbs = [], [], [], []
     for c in range(len(labels)):
         d = {name: a[c] for name, a in draws.items()}
         P = allocation(X, d["weights"], d["means"], d["covariances"])
         f, a = fractions(classify(P, Q))
         per_chain.append(f)
+        per_chain_kl.append(fractions(kl_classify(P, Q))[0])
         away.append(a)
         ll_gibbs.append(total_log_likelihood(X, d["weights"], d["means"], d["covariances"]))
     per_chain = np.array(per_chain)  # (chains, M)
+    per_chain_kl = np.array(per_chain_kl)
     ref_frac = per_chain.mean(0)
     n_chains = len(per_chain)
     ref_se = per_chain.std(0, ddof=1) / np.sqrt(n_chains)
@@ -285,6 +308,9 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     flat = {name: a.reshape((-1,) + a.shape[2:]) for name, a in post.items()}
     P_post = allocation(X, flat["weights"], flat["means"], flat["covariances"])
     nuts_frac, nuts_away = fractions(classify(P_post, Q))
+    nuts_frac_kl = fractions(kl_classify(P_post, Q))[0]
+    n_out = post["weights"].shape[0]
+    nuts_chain = np.array([fractions(d)[0] for d in np.split(classify(P_post, Q), n_out)])
     raw = {name: nuts_out["raw_" + name] for name in ("weights", "means", "covariances")}
     r, c, s = raw["weights"].shape[:3]
     raw_chain_frac = []
@@ -332,6 +358,7 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
         "reported_fractions": rnd(reported_frac),
         "nuts_fractions_own_rule": rnd(nuts_frac),
         "nuts_away_own_rule": round(nuts_away, 3),
+        "nuts_fractions_own_rule_se": rnd(nuts_chain.std(0, ddof=1) / np.sqrt(n_out)),
         "reference_fractions": rnd(ref_frac),
         "reference_fractions_se": rnd(ref_se),
         "reference_group_spread": rnd(group_spread),
@@ -339,6 +366,13 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
         "reference_chain_fractions_range": [rnd(per_chain.min(0)), rnd(per_chain.max(0))],
         "reference_away": round(float(np.mean(away)), 3),
         "max_abs_diff_fraction": round(float(np.max(np.abs(reported_frac - ref_frac))), 3),
+        "max_abs_diff_fraction_own_rule": round(float(np.max(np.abs(nuts_frac - ref_frac))), 3),
+        "nuts_fractions_kl_rule": rnd(nuts_frac_kl),
+        "reference_fractions_kl_rule": rnd(per_chain_kl.mean(0)),
+        "reference_fractions_kl_rule_se": rnd(per_chain_kl.std(0, ddof=1) / np.sqrt(n_chains)),
+        "max_abs_diff_fraction_kl_rule": round(
+            float(np.max(np.abs(reported_frac - per_chain_kl.mean(0)))), 3
+        ),
         "nuts_raw_chain_fractions": [[rnd(f, 2) for f in run] for run in raw_chain_frac],
         "loglik_nuts_mean_q": [round(float(ll_nuts.mean()), 2), *rnd(np.quantile(ll_nuts, q), 2)],
         "loglik_gibbs_mean_q": [round(float(ll_g.mean()), 2), *rnd(np.quantile(ll_g, q), 2)],
