@@ -328,6 +328,11 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     ref_mass_se = np.array(
         [per_chain[:, roots == m].sum(1).std(ddof=1) / np.sqrt(n_chains) for m in range(m_conf)]
     )
+    ref_kl = per_chain_kl.mean(0)
+    ref_mass_kl = np.array([ref_kl[roots == m].sum() for m in range(m_conf)])
+    ref_mass_kl_se = np.array(
+        [per_chain_kl[:, roots == m].sum(1).std(ddof=1) / np.sqrt(n_chains) for m in range(m_conf)]
+    )
     reported_frac = nuts_out["configuration_fractions"]
     ll_nuts = total_log_likelihood(X, flat["weights"], flat["means"], flat["covariances"])
     ll_g = np.concatenate(ll_gibbs)
@@ -355,6 +360,9 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
         "reference_mode_masses": rnd(ref_mass),
         "reference_mode_masses_se": rnd(ref_mass_se),
         "max_abs_diff_mass": round(float(np.max(np.abs(reported_mass - ref_mass))), 3),
+        "reference_mode_masses_kl_rule": rnd(ref_mass_kl),
+        "reference_mode_masses_kl_rule_se": rnd(ref_mass_kl_se),
+        "max_abs_diff_mass_kl_rule": round(float(np.max(np.abs(reported_mass - ref_mass_kl))), 3),
         "reported_fractions": rnd(reported_frac),
         "nuts_fractions_own_rule": rnd(nuts_frac),
         "nuts_away_own_rule": round(nuts_away, 3),
@@ -365,6 +373,10 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
         "reference_group_fractions": {g: rnd(v) for g, v in groups.items()},
         "reference_chain_fractions_range": [rnd(per_chain.min(0)), rnd(per_chain.max(0))],
         "reference_away": round(float(np.mean(away)), 3),
+        "reference_chain_fractions_kl_rule_range": [
+            rnd(per_chain_kl.min(0)),
+            rnd(per_chain_kl.max(0)),
+        ],
         "max_abs_diff_fraction": round(float(np.max(np.abs(reported_frac - ref_frac))), 3),
         "max_abs_diff_fraction_own_rule": round(float(np.max(np.abs(nuts_frac - ref_frac))), 3),
         "nuts_fractions_kl_rule": rnd(nuts_frac_kl),
@@ -375,6 +387,9 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
         ),
         "nuts_raw_chain_fractions": [[rnd(f, 2) for f in run] for run in raw_chain_frac],
         "loglik_nuts_mean_q": [round(float(ll_nuts.mean()), 2), *rnd(np.quantile(ll_nuts, q), 2)],
+        "loglik_nuts_chain_mean_se": round(
+            float(np.std([x.mean() for x in np.split(ll_nuts, n_out)], ddof=1) / np.sqrt(n_out)), 3
+        ),
         "loglik_gibbs_mean_q": [round(float(ll_g.mean()), 2), *rnd(np.quantile(ll_g, q), 2)],
         "loglik_gibbs_chain_mean_se": round(
             float(np.std([x.mean() for x in ll_gibbs], ddof=1) / np.sqrt(n_chains)), 3
