@@ -311,6 +311,7 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     nuts_frac_kl = fractions(kl_classify(P_post, Q))[0]
     n_out = post["weights"].shape[0]
     nuts_chain = np.array([fractions(d)[0] for d in np.split(classify(P_post, Q), n_out)])
+    nuts_chain_kl = np.array([fractions(d)[0] for d in np.split(kl_classify(P_post, Q), n_out)])
     raw = {name: nuts_out["raw_" + name] for name in ("weights", "means", "covariances")}
     r, c, s = raw["weights"].shape[:3]
     raw_chain_frac = []
@@ -380,6 +381,7 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
         "max_abs_diff_fraction": round(float(np.max(np.abs(reported_frac - ref_frac))), 3),
         "max_abs_diff_fraction_own_rule": round(float(np.max(np.abs(nuts_frac - ref_frac))), 3),
         "nuts_fractions_kl_rule": rnd(nuts_frac_kl),
+        "reported_fractions_chain_se": rnd(nuts_chain_kl.std(0, ddof=1) / np.sqrt(n_out)),
         "reference_fractions_kl_rule": rnd(per_chain_kl.mean(0)),
         "reference_fractions_kl_rule_se": rnd(per_chain_kl.std(0, ddof=1) / np.sqrt(n_chains)),
         "max_abs_diff_fraction_kl_rule": round(
