@@ -36,6 +36,7 @@ from .relabel import (
 __all__ = [
     "classify",
     "compose",
+    "configuration_fractions",
     "importance_masses",
     "mode_masses",
     "report",
@@ -255,6 +256,39 @@ def importance_masses(
         masses[m] = float(wm.sum() / total)
         ess[m] = float(wm.sum() ** 2 / np.sum(wm**2)) if wm.size and wm.sum() > 0 else 0.0
     return masses, ess
+
+
+def configuration_fractions(
+    nearest: np.ndarray, chain_mode: np.ndarray, masses: dict[int, float], n_configurations: int
+) -> np.ndarray:
+    """Posterior fraction nearest each configuration, from every chain of the occupied modes.
+
+    The returned draws hold only ``num_chains`` of a mode's chains (:func:`compose`); when
+    chains from several references settle in one mode, the others are left out, and a
+    configuration that only they visited would read as empty. Here every chain counts: mode
+    ``m``'s chains give the fraction of its draws nearest each configuration, and the modes are
+    weighed by their masses.
+
+    Parameters
+    ----------
+    nearest : array of int, shape (R, C, S)
+        Each draw's nearest configuration (:func:`classify`, before merging).
+    chain_mode : array of int, shape (R, C)
+    masses : dict mode -> mass
+    n_configurations : int
+
+    Returns
+    -------
+    ndarray of shape (n_configurations,), summing to 1.
+    """
+    out = np.zeros(n_configurations)
+    total = sum(m for m in masses.values() if m > 0)
+    for mode, mass in masses.items():
+        chains = nearest[chain_mode == mode]  # (n_m, S)
+        if mass > 0 and chains.size:
+            counts = np.bincount(chains.ravel(), minlength=n_configurations)
+            out += mass / total * counts / chains.size
+    return out
 
 
 def compose(

@@ -363,7 +363,7 @@ def sample_posterior(
     diagnostics = _modes.convergence(
         [posterior["weights"], posterior["means"], *invariant.values()]
     )
-    fractions = np.bincount(nearest[pick].ravel(), minlength=n_runs) / nearest[pick].size
+    fractions = _modes.configuration_fractions(nearest, chain_mode, masses, n_runs)
     report = _modes.report(
         references, occupied, masses, is_ess, chain_mode, outside, loglik_all, s.num_chains,
         diagnostics, fractions,

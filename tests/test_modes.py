@@ -15,7 +15,7 @@ import pytest
 from scipy import optimize, special, stats
 
 import bayesgmm as bg
-from bayesgmm.modes import compose
+from bayesgmm.modes import compose, configuration_fractions
 from bayesgmm.sampler import reference_prior
 
 QUICK = dict(num_chains=2, num_warmup=50)
@@ -278,3 +278,16 @@ def test_compose_gives_every_chain_the_mode_masses():
     # the draws of one output chain come from one source chain per mode
     for c in range(4):
         assert len({tuple(p) for p in idx[c, in_mode0[c], :2]}) == 1
+
+
+def test_configuration_fractions_count_every_chain_of_a_mode():
+    """Chains from two references that settle in one mode all count, not only the first run's
+    (the returned draws hold ``num_chains`` of them): galaxies K=4 with key 0 read 0.001 for a
+    configuration that other chains visit and an independent Gibbs sampler puts at 0.06
+    (``benchmarks/mode_reference.py``). Expected fractions counted by hand."""
+    nearest = np.array([[[0, 0, 0, 0], [0, 0, 1, 1]], [[2, 2, 2, 2], [1, 1, 1, 1]]])
+    one_mode = configuration_fractions(nearest, np.zeros((2, 2), int), {0: 1.0}, 3)
+    np.testing.assert_allclose(one_mode, [6 / 16, 6 / 16, 4 / 16])
+    # Two modes: each mode's chains give its own fractions, weighed by the mode masses.
+    two_modes = configuration_fractions(nearest, np.array([[0, 0], [2, 2]]), {0: 0.25, 2: 0.75}, 3)
+    np.testing.assert_allclose(two_modes, [0.25 * 0.75, 0.25 * 0.25 + 0.75 * 0.5, 0.75 * 0.5])
