@@ -355,7 +355,14 @@ def sample_posterior(
     draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
         X_rows, all_samples, configurations, ct, P_all
     )
-    loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
+    pointwise_all = None
+    if single and s.log_likelihood:
+        # One run: the returned draws are all the draws, so the pointwise log-likelihood serves
+        # both the totals below and the log_likelihood group (one pass over the draws, not two).
+        pointwise_all = _modes.pointwise_log_likelihood(X, all_samples, ct)  # (1, C, S, n)
+        loglik_all = pointwise_all @ w
+    else:
+        loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
     occupied = sorted({int(m) for m in chain_mode.ravel()})
     rng = np.random.default_rng(host_keys(rng_key, (), stream=2))
     masses, is_ess = {occupied[0]: 1.0}, {}
@@ -374,7 +381,9 @@ def sample_posterior(
     out_stats = jax.tree.map(lambda a: np.asarray(a)[pick], stats)
     samples = {name: a[pick] for name, a in all_samples.items()}
     ll = None
-    if s.log_likelihood:
+    if pointwise_all is not None:
+        ll = pointwise_all[pick]
+    elif s.log_likelihood:
         ll = _modes.pointwise_log_likelihood(X, samples, ct)
 
     # Stephens relabelling of the returned draws, started from the best occupied configuration.
