@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import potential as _potential
 from .model import mixture_model
 from .numerics import float_dtype
-from .priors import PriorParams, cast_prior
+from .priors import PriorParams
 
 # Iterations per compiled call. The chunk length is static (one compilation serves any number of
 # warm-up and sampling iterations); a run that is not a multiple of it runs at most CHUNK - 1
@@ -40,7 +41,7 @@ START_POTENTIAL = 1e30
 class _Kernel(NamedTuple):
     """Jitted NUTS pieces for one model structure; arguments ``(X, w, prior)`` are traced."""
 
-    init: Any  # (z, rng_key, X, w, prior) -> HMCState, one chain
+    init: Any  # (z, rng_key, X, w, prior) -> HMCState, one chain (z: potential.pack's vector)
     run: Any  # (state, X, w, prior) -> (state, stats of the CHUNK iterations), one chain
     vinit: Any  # vmapped over chains
     vrun: Any
@@ -70,12 +71,17 @@ def kernel_pieces(
     # NumPyro's hmc() keeps the warm-up schedule in closure variables set by init_kernel, so a
     # kernel pair serves exactly one num_warmup: it is part of the cache key.
     from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import ParamInfo, constrain_fn, potential_energy
+    from numpyro.infer.util import ParamInfo
 
-    model = _bound_model(n_components, n_features, covariance_type)
+    k, d, ct = n_components, n_features, covariance_type
 
     def potential_fn_gen(X, w, prior):
-        return partial(potential_energy, model, (X, w), {"prior": prior})
+        # The model's potential written out (bayesgmm.potential, tested against NumPyro's
+        # potential_energy of mixture_model), on one flat vector of the unconstrained sites.
+        def potential_fn(v):
+            return _potential.potential(_potential.unpack(v, k, d, ct), X, w, prior, ct)
+
+        return potential_fn
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
 
@@ -102,7 +108,7 @@ def kernel_pieces(
             s = sample_kernel(s, model_args=(X, w, prior))
             # The constrained draw is computed here, inside the sampling program, rather than by
             # a program of its own afterwards.
-            params = constrain_fn(model, (X, w), {"prior": prior}, s.z)
+            params = _potential.constrain(_potential.unpack(s.z, k, d, ct), ct)
             stats = {
                 "params": params,
                 "potential_energy": s.potential_energy,
@@ -180,8 +186,25 @@ _POOL: list = []
 
 def device_args(X: np.ndarray, w: np.ndarray, prior: PriorParams) -> tuple:
     """The traced arguments ``(X, w, prior)`` of the compiled pieces, in the working precision."""
+    # NumPy arrays: the compiled programs take them as they are (jnp.asarray would compile a
+    # conversion program per argument on a first call).
+    dtype = np.dtype(float_dtype())
+    prior = PriorParams(*(np.asarray(a, dtype) for a in prior))
+    return np.asarray(X, dtype), np.asarray(w, dtype), prior
+
+
+def abstract_args(n_samples: int, n_features: int, covariance_type: str) -> tuple:
+    """Shapes and dtypes of :func:`device_args`'s result, known before the prior is resolved.
+
+    Compilation needs only these, so the sampler's programs can start compiling before the
+    data-based prior has been computed.
+    """
     dtype = float_dtype()
-    return jnp.asarray(X, dtype), jnp.asarray(w, dtype), cast_prior(prior, dtype)
+    n, d = n_samples, n_features
+    scale = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance_type]
+    shapes = PriorParams(alpha=(), kappa=(), mean=(d,), dof=(), scale=scale)
+    prior = PriorParams(*(jax.ShapeDtypeStruct(shape, dtype) for shape in shapes))
+    return jax.ShapeDtypeStruct((n, d), dtype), jax.ShapeDtypeStruct((n,), dtype), prior
 
 
 def _signature(tree) -> tuple:
@@ -225,17 +248,14 @@ def _compile_pair(structure: tuple, lead: tuple, args: tuple, x64: bool):
         k, d, ct = structure[:3]
         kernel = kernel_pieces(*structure)
         dtype = args[0].dtype
-        cov = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
-        params = {
-            "weights": jax.ShapeDtypeStruct((k,), dtype),
-            "means": jax.ShapeDtypeStruct((k, d), dtype),
-            "covariances": jax.ShapeDtypeStruct(cov, dtype),
-        }
-        z = jax.eval_shape(transforms(k, d, ct).unconstrain, params, *args)
-        z = {name: jax.ShapeDtypeStruct(lead + a.shape, a.dtype) for name, a in z.items()}
+        z = jax.ShapeDtypeStruct(lead + (_potential.flat_size(k, d, ct),), dtype)
         rng = jax.ShapeDtypeStruct(lead + (2,), np.uint32)
         init_fn, run_fn = (kernel.init, kernel.run) if not lead else (kernel.vinit, kernel.vrun)
         state = jax.eval_shape(init_fn, z, rng, *args)
-        run = run_fn.lower(state, *args).compile()
-        init = init_fn.lower(z, rng, *args).compile()
-    return init, run
+        run_lowered = run_fn.lower(state, *args)
+        init_lowered = init_fn.lower(z, rng, *args)
+    # XLA compiles outside the GIL: the small init compiles beside run instead of after it.
+    with ThreadPoolExecutor(1, thread_name_prefix="bayesgmm-compile-init") as pool:
+        init = pool.submit(init_lowered.compile)
+        run = run_lowered.compile()
+        return init.result(), run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 # With progress_bar=None a bar is shown on a terminal when a run has at least this many
 # chain-iterations.
@@ -28,6 +29,7 @@ class Progress:
     def __init__(self, enabled: bool, total: int, num_warmup: int):
         self.bar = None
         self.num_warmup = num_warmup
+        self._lock = threading.Lock()  # chains may report from several threads
         if enabled:
             from tqdm.auto import tqdm
 
@@ -38,9 +40,10 @@ class Progress:
             return
         phase = "warmup" if done_in_chain <= self.num_warmup else "sample"
         prefix = "" if chain is None else f"chain {chain} "
-        self.bar.set_description(f"{prefix}{phase}", refresh=False)
-        self.bar.set_postfix(divergences=divergences, refresh=False)
-        self.bar.update(n)
+        with self._lock:
+            self.bar.set_description(f"{prefix}{phase}", refresh=False)
+            self.bar.set_postfix(divergences=divergences, refresh=False)
+            self.bar.update(n)
 
     def close(self) -> None:
         if self.bar is not None:

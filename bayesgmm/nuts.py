@@ -42,8 +42,11 @@ mixture log-density at a few fixed points) are stored beside them, in ``posterio
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
@@ -52,6 +55,7 @@ import numpy as np
 
 from . import _tree
 from . import modes as _modes
+from . import potential as _potential
 from ._nuts_compiled import CHUNK, device_args, kernel_pieces, transforms
 from ._progress import Progress, show_progress
 from .exceptions import MultimodalPosteriorWarning
@@ -184,6 +188,8 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
     if method == "parallel":
         jitted = (kernel.pinit, kernel.prun)
 
+    stop = threading.Event()
+
     def loop(fns, z0, key, chain):
         init_fn, run_fn = fns
         try:
@@ -194,6 +200,8 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
         kept = []
         divergences = 0
         for c in range(n_chunks):
+            if stop.is_set():
+                raise _Stopped
             state, stats = run_fn(state, *args)
             if c >= first_kept_chunk:
                 kept.append(stats)
@@ -214,12 +222,42 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
 
     fns = jitted if pair is None else pair
     if method == "sequential":
-        per_chain = [
-            loop(fns, {name: a[i] for name, a in starts.items()}, keys[i], i)
-            for i in range(keys.shape[0])
-        ]
+        n_chains = keys.shape[0]
+
+        def one(i):
+            return loop(fns, starts[i], keys[i], i)
+
+        # Each chain is its own sequence of calls of the compiled ``run``; XLA runs them outside
+        # the GIL, so on a multi-core CPU several chains advance at once, one per core. The draws
+        # do not depend on the number of threads (every chain has its own key).
+        workers = min(n_chains, available_cores())
+        if workers > 1:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="bayesgmm-chain")
+            try:
+                per_chain = list(pool.map(one, range(n_chains)))
+            except BaseException:
+                # Ctrl-C (or an error) in the caller: the running chains stop at their next
+                # chunk instead of being waited for.
+                stop.set()
+                raise
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            per_chain = [one(i) for i in range(n_chains)]
         return jax.tree.map(lambda *a: np.stack(a), *per_chain)
     return loop(fns, starts, keys, None)
+
+
+class _Stopped(Exception):
+    """A chain stopped because the call was interrupted."""
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -287,8 +325,11 @@ def sample_posterior(
     try:
         t_sample = time.perf_counter()
         for r, ref in enumerate(references):
-            z_ref = tf.unconstrain({name: jnp.asarray(a, dtype) for name, a in ref.items()}, *args)
+            # Host float64, then the working precision (as a cast of the reference would be).
+            z_host = _potential.unconstrain(ref, ct)
+            z_ref = {name: np.asarray(a, dtype) for name, a in z_host.items()}
             starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, jitter_keys[r])
+            starts = _potential.pack(starts)  # (num_chains, size): the sampler's flat position
             chains = (kernel, s.chain_method, starts, chain_keys[r], args)
             runs.append(_run_chains(*chains, s.num_warmup, s.num_samples, progress, pair))
         sampling_time = time.perf_counter() - t_sample
@@ -314,7 +355,14 @@ def sample_posterior(
     draw_mode, draw_perm, chain_mode, outside, roots, nearest = _modes.classify(
         X_rows, all_samples, configurations, ct, P_all
     )
-    loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
+    pointwise_all = None
+    if single and s.log_likelihood:
+        # One run: the returned draws are all the draws, so the pointwise log-likelihood serves
+        # both the totals below and the log_likelihood group (one pass over the draws, not two).
+        pointwise_all = _modes.pointwise_log_likelihood(X, all_samples, ct)  # (1, C, S, n)
+        loglik_all = pointwise_all @ w
+    else:
+        loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
     occupied = sorted({int(m) for m in chain_mode.ravel()})
     rng = np.random.default_rng(host_keys(rng_key, (), stream=2))
     masses, is_ess = {occupied[0]: 1.0}, {}
@@ -333,7 +381,9 @@ def sample_posterior(
     out_stats = jax.tree.map(lambda a: np.asarray(a)[pick], stats)
     samples = {name: a[pick] for name, a in all_samples.items()}
     ll = None
-    if s.log_likelihood:
+    if pointwise_all is not None:
+        ll = pointwise_all[pick]
+    elif s.log_likelihood:
         ll = _modes.pointwise_log_likelihood(X, samples, ct)
 
     # Stephens relabelling of the returned draws, started from the best occupied configuration.

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _validation as v
 from . import em, em_run
-from ._nuts_compiled import device_args, precompile
+from ._nuts_compiled import abstract_args, precompile
 from .driver import key_on_host
 from .numerics import float_dtype
 from .nuts import Settings, choose_chain_method, host_keys
@@ -201,8 +201,6 @@ def sample_posterior(
             name: np.asarray(a, np.float64)
             for name, a in zip(("weights", "means", "covariances"), checked, strict=True)
         }
-    # The prior as fit_em resolves it (data moments in the working precision).
-    prior = mixture.resolve_prior(Xa, w)
     # Keys derived on the host: jax.random.split would compile a program on a first call.
     base_key = key_on_host(v.check_rng_key(rng_key))
     key_ref, key_sampler = host_keys(base_key, (), stream=10), host_keys(base_key, (), stream=11)
@@ -217,9 +215,12 @@ def sample_posterior(
         log_likelihood=bool(log_likelihood),
         progress_bar=progress_bar,
     )
+    # The sampler's programs start compiling in a worker thread (they need only shapes) while
+    # the prior is resolved and the reference EM fits run.
+    compiled = precompile(abstract_args(n, d, ct), k, ct, settings)
+    # The prior as fit_em resolves it (data moments in the working precision).
+    prior = mixture.resolve_prior(Xa, w)
     X64 = np.asarray(Xa, np.float64)
-    # The sampler's programs compile in a worker thread while the reference EM fits run.
-    compiled = precompile(device_args(X64, w, prior), k, ct, settings)
     references, _ = find_references(Xa, w, prior, k, ct, key_ref, init)
     return nuts.sample_posterior(
         X64,

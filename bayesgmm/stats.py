@@ -98,6 +98,15 @@ def row_block(Xt: Array, sample_weight: Array, block_size: int, i: Array) -> tup
     and its rows that the previous block already holds get weight 0. No padding, no copy.
     """
     n = Xt.shape[1]
+    if isinstance(i, (int, np.integer)):
+        # A block index known while tracing (the first block, or data in one block): slice with
+        # Python integers. jnp arithmetic on concrete values would run op by op, each op
+        # compiling a small program of its own on the first call in a process.
+        start = min(int(i) * block_size, n - block_size)
+        xt = jax.lax.slice_in_dim(Xt, start, start + block_size, axis=1)
+        wb = jax.lax.slice_in_dim(sample_weight, start, start + block_size)
+        fresh = np.arange(start, start + block_size) >= int(i) * block_size
+        return xt, (wb if fresh.all() else jnp.where(fresh, wb, 0))
     start = jnp.minimum(i * block_size, n - block_size)
     xt = jax.lax.dynamic_slice_in_dim(Xt, start, block_size, axis=1)
     wb = jax.lax.dynamic_slice_in_dim(sample_weight, start, block_size)
@@ -336,8 +345,8 @@ def sum_blocks(
     rounding error of the sum does not grow with the number of blocks (used in float32, where
     sequential sums over a thousand blocks would lose three digits).
     """
-    if blocks is None:
-        blocks = jnp.arange(n_blocks(Xt.shape[1], block_size), dtype=jnp.int32)
+    if blocks is None:  # NumPy: concrete indices (see row_block)
+        blocks = np.arange(n_blocks(Xt.shape[1], block_size), dtype=np.int32)
 
     def one(i):
         xt, wb = row_block(Xt, sample_weight, block_size, i)
@@ -489,8 +498,8 @@ def data_moments(Xt: Array, sample_weight: Array, block_size: int) -> tuple[Arra
     mean = (Xt @ sample_weight) / total
 
     def one_component(xt, xk, i):
-        b = xt.shape[1]
-        return jnp.ones((1, b), xt.dtype), jnp.zeros(b, xt.dtype)
+        b = xt.shape[1]  # NumPy constants: no op-by-op programs while tracing
+        return np.ones((1, b), xt.dtype), np.zeros(b, xt.dtype)
 
     stats = accumulate(Xt, sample_weight, block_size, mean[None, :], one_component, "full")
     s1 = stats.s1[0] / total  # the mean's residual offset from ``mean``, ~ eps
