@@ -105,6 +105,21 @@ def default_prior(X: np.ndarray, k: int) -> dict:
 # --------------------------------------------------------------------------- step 1: NUTS
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_nuts(case: str, key: int) -> dict:
     """One ``sample_posterior`` call with the defaults; what it reports, as arrays."""
     import jax
@@ -161,6 +176,7 @@ def run_nuts(case: str, key: int) -> dict:
         "meta": np.array(
             json.dumps(
                 {
+                    "commit": _commit(),
                     "seconds": round(seconds, 1),
                     "load": round(os.getloadavg()[0], 1),
                     "warning": message[0] if message else "",
@@ -345,6 +361,7 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     return {
         "case": case,
         "key": key,
+        "commit": meta.get("commit", "unknown"),
         "nuts_seconds": meta["seconds"],
         "nuts_load": meta["load"],
         "nuts_max_rhat": round(meta["max_rhat"], 4),
