@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
@@ -234,7 +234,13 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
         if workers > 1:
             pool = ThreadPoolExecutor(workers, thread_name_prefix="bayesgmm-chain")
             try:
-                per_chain = list(pool.map(one, range(n_chains)))
+                futures = [pool.submit(one, i) for i in range(n_chains)]
+                # Waiting in short slices keeps the main thread responsive to Ctrl-C (a wait
+                # without a timeout would hold off the interrupt until every chain has ended).
+                while wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION).not_done:
+                    if any(f.done() and f.exception() is not None for f in futures):
+                        break
+                per_chain = [f.result() for f in futures]
             except BaseException:
                 # Ctrl-C (or an error) in the caller: the running chains stop at their next
                 # chunk instead of being waited for.
