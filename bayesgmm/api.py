@@ -327,6 +327,7 @@ class Mixture:
         chain_method : {"parallel", "vectorized", "sequential"} or None, default=None
             ``None`` runs one chain per device (``"parallel"``) when
             ``jax.local_device_count() >= num_chains``; otherwise ``"sequential"`` on a CPU
+            (each chain its own compiled calls, one chain per CPU core at a time, in threads)
             and ``"vectorized"`` (all chains on one device under
             ``vmap``) on an accelerator. See :mod:`bayesgmm.nuts`.
         target_accept_prob : float, default=0.8

@@ -9,8 +9,10 @@ The sampler is NumPyro's NUTS kernel (``numpyro.infer.hmc.hmc(algo="NUTS")``, th
 builds the first state of a chain, and a jitted ``run`` that advances it a fixed number of
 iterations (a chunk) and returns the constrained draws and per-iteration statistics (both in
 :mod:`bayesgmm._nuts_compiled`). The potential is that of :func:`bayesgmm.model.mixture_model`, the
-one NumPyro declaration that ``Mixture.model`` binds, with the data and the prior passed as
-arguments rather than baked into the compiled code.
+one NumPyro declaration that ``Mixture.model`` binds, written out in NumPyro's unconstrained
+parametrisation (:mod:`bayesgmm.potential`, tested against NumPyro's ``potential_energy`` of the
+model, because its gradient compiles in a fraction of the time), with the data and the prior passed
+as arguments rather than baked into the compiled code; the chains move one flat vector.
 
 Why not ``numpyro.infer.MCMC``? On a CPU its set-up runs the model and the first NUTS state op by op
 (hundreds of small XLA compilations) and recompiles on every call. Here each piece compiles once
@@ -23,7 +25,8 @@ the keys, the jitter, the log-likelihood and the log prior are NumPy work rather
 of their own.
 
 Chains. ``chain_method="parallel"`` runs one chain per device with ``jax.pmap``; ``"sequential"``
-runs chains one after another through the same compiled code, ``"vectorized"`` under ``jax.vmap``
+runs each chain as its own sequence of calls of the same compiled code, as many at a time as the
+process has CPU cores (in threads; XLA runs outside the GIL), ``"vectorized"`` under ``jax.vmap``
 on one device (all chains in lock step, each iteration costing the longest tree among them, which
 a CPU does not pay back; see ``benchmarks/README.md`` for measurements).
 
@@ -46,7 +49,7 @@ import os
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
@@ -234,7 +237,13 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
         if workers > 1:
             pool = ThreadPoolExecutor(workers, thread_name_prefix="bayesgmm-chain")
             try:
-                per_chain = list(pool.map(one, range(n_chains)))
+                futures = [pool.submit(one, i) for i in range(n_chains)]
+                # Waiting in short slices keeps the main thread responsive to Ctrl-C (a wait
+                # without a timeout would hold off the interrupt until every chain has ended).
+                while wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION).not_done:
+                    if any(f.done() and f.exception() is not None for f in futures):
+                        break
+                per_chain = [f.result() for f in futures]
             except BaseException:
                 # Ctrl-C (or an error) in the caller: the running chains stop at their next
                 # chunk instead of being waited for.

@@ -22,6 +22,7 @@ CORE = {
     "em",
     "_validation",
     "_transform",
+    "potential",
 }
 DRIVERS = {
     "driver",
