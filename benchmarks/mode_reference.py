@@ -282,6 +282,32 @@ def run_gibbs(X: np.ndarray, k: int, prior: dict, Q: np.ndarray, key: int, n_ite
     return labels, draws
 
 
+def all_chains(X: np.ndarray, Q: np.ndarray, nuts_out: dict) -> dict:
+    """Every NUTS chain (all runs, not only the returned ones): the mean and standard error over
+    chains of the fractions by the sampler's rule and of the total log-likelihood."""
+    raw = {name: nuts_out["raw_" + name] for name in ("weights", "means", "covariances")}
+    r, c = raw["weights"].shape[:2]
+    frac, ll = [], []
+    for i in range(r):
+        for j in range(c):
+            w, mu, cov = (raw[name][i, j] for name in ("weights", "means", "covariances"))
+            frac.append(fractions(kl_classify(allocation(X, w, mu, cov), Q))[0])
+            ll.append(total_log_likelihood(X, w, mu, cov).mean())
+    frac, ll = np.array(frac), np.array(ll)
+    n = len(ll)
+    return {
+        "nuts_all_chains": n,
+        "nuts_all_chains_fractions_kl_rule": [round(float(x), 3) for x in frac.mean(0)],
+        "nuts_all_chains_fractions_kl_rule_se": [
+            round(float(x), 3) for x in frac.std(0, ddof=1) / np.sqrt(n)
+        ],
+        "loglik_nuts_all_chains_mean_se": [
+            round(float(ll.mean()), 2),
+            round(float(ll.std(ddof=1) / np.sqrt(n)), 3),
+        ],
+    }
+
+
 def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     X, k, ct = load(case)
     meta = json.loads(str(nuts_out["meta"]))
@@ -413,6 +439,7 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
         "loglik_gibbs_chain_mean_se": round(
             float(np.std([x.mean() for x in ll_gibbs], ddof=1) / np.sqrt(n_chains)), 3
         ),
+        **all_chains(X, Q, nuts_out),
         "gibbs": {
             "chains": n_chains,
             "random_chains": RANDOM_CHAINS,
