@@ -186,8 +186,9 @@ def gibbs_chains(
     rng: np.random.Generator,
     burn: int = 0,
     thin: int = 1,
+    covariance_type: str = "full",
 ) -> dict:
-    """Many chains of :func:`gibbs_sample`'s sampler (full covariances) advanced together.
+    """Many chains of :func:`gibbs_sample`'s sampler advanced together.
 
     The same conjugate updates as :func:`gibbs_sample`, written over a leading chain axis so
     that NumPy's per-call overhead is paid once per iteration for all chains (the single-chain
@@ -198,24 +199,29 @@ def gibbs_chains(
     X : array of shape (n, D)
     k : int
     prior : dict
-        From :func:`prior_dict`, with a (D, D) scale.
+        From :func:`prior_dict`, with a (D, D) scale for full and a (D,) scale for diag.
     z0 : array of int, shape (C, n)
         Starting allocations of the C chains.
     n_iter, rng, burn, thin
         As in :func:`gibbs_sample`.
+    covariance_type : {"full", "diag"}
 
     Returns
     -------
     dict
-        ``weights`` (C, T, K), ``means`` (C, T, K, D), ``covariances`` (C, T, K, D, D).
+        ``weights`` (C, T, K), ``means`` (C, T, K, D), ``covariances`` (C, T, K, D, D) for full
+        or (C, T, K, D) for diag.
     """
     X = np.asarray(X, np.float64)
     n, d = X.shape
+    if covariance_type not in ("full", "diag"):
+        raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
+    full = covariance_type == "full"
     m0, kappa, nu, psi, alpha = (
         prior["mean"],
         prior["kappa"],
         prior["dof"],
-        np.asarray(prior["scale"], np.float64).reshape(d, d),
+        np.asarray(prior["scale"], np.float64).reshape((d, d) if full else (d,)),
         prior["alpha"],
     )
     z = np.asarray(z0, np.intp).copy()
@@ -223,7 +229,7 @@ def gibbs_chains(
     kept = range(burn, n_iter, thin)
     out_w = np.empty((c, len(kept), k))
     out_mu = np.empty((c, len(kept), k, d))
-    out_cov = np.empty((c, len(kept), k, d, d))
+    out_cov = np.empty((c, len(kept), k, d, d) if full else (c, len(kept), k, d))
     eye_k = np.eye(k)
     tril = np.tril(np.ones((d, d), bool), -1)
     for it in range(n_iter):
@@ -234,33 +240,47 @@ def gibbs_chains(
         xbar = (np.swapaxes(onehot, 1, 2) @ X) / np.maximum(counts, 1.0)[..., None]
         diff = X[None, None] - xbar[:, :, None, :]  # (C, K, n, D)
         member = np.swapaxes(onehot, 1, 2)[..., None]  # (C, K, n, 1)
-        scatter = np.swapaxes(diff * member, -1, -2) @ diff  # (C, K, D, D)
         kappa_n = kappa + counts
         m_n = (kappa * m0 + counts[..., None] * xbar) / kappa_n[..., None]
         dev = xbar - m0
-        psi_n = (
-            psi
-            + scatter
-            + (kappa * counts / kappa_n)[..., None, None] * (dev[..., :, None] * dev[..., None, :])
-        )
-        # Inverse Wishart by the Bartlett decomposition of the Wishart of the inverse.
-        chol = np.linalg.cholesky(np.linalg.inv(psi_n))
-        a = np.zeros((c, k, d, d))
-        a[..., tril] = rng.standard_normal((c, k, int(tril.sum())))
-        dof_n = (nu + counts)[..., None] - np.arange(d)  # (C, K, D)
-        a[..., np.arange(d), np.arange(d)] = np.sqrt(rng.chisquare(dof_n))
-        la = chol @ a
-        cov = np.linalg.inv(la @ np.swapaxes(la, -1, -2))
-        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
-        chol_cov = np.linalg.cholesky(cov)
-        eps = rng.standard_normal((c, k, d, 1))
-        means = m_n + (chol_cov @ eps)[..., 0] / np.sqrt(kappa_n)[..., None]
-        # Allocations given the parameters (Gumbel-max), log N by a triangular solve.
-        r = X[None, None] - means[:, :, None, :]  # (C, K, n, D)
-        y = np.linalg.inv(chol_cov) @ np.swapaxes(r, -1, -2)  # (C, K, D, n)
-        log_det = np.sum(np.log(np.diagonal(chol_cov, axis1=-2, axis2=-1)), -1)  # (C, K)
+        if full:
+            scatter = np.swapaxes(diff * member, -1, -2) @ diff  # (C, K, D, D)
+            psi_n = (
+                psi
+                + scatter
+                + (kappa * counts / kappa_n)[..., None, None]
+                * (dev[..., :, None] * dev[..., None, :])
+            )
+            # Inverse Wishart by the Bartlett decomposition of the Wishart of the inverse.
+            chol = np.linalg.cholesky(np.linalg.inv(psi_n))
+            a = np.zeros((c, k, d, d))
+            a[..., tril] = rng.standard_normal((c, k, int(tril.sum())))
+            dof_n = (nu + counts)[..., None] - np.arange(d)  # (C, K, D)
+            a[..., np.arange(d), np.arange(d)] = np.sqrt(rng.chisquare(dof_n))
+            la = chol @ a
+            cov = np.linalg.inv(la @ np.swapaxes(la, -1, -2))
+            cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+            chol_cov = np.linalg.cholesky(cov)
+            eps = rng.standard_normal((c, k, d, 1))
+            means = m_n + (chol_cov @ eps)[..., 0] / np.sqrt(kappa_n)[..., None]
+            # log N by a triangular solve.
+            r = X[None, None] - means[:, :, None, :]  # (C, K, n, D)
+            y = np.linalg.inv(chol_cov) @ np.swapaxes(r, -1, -2)  # (C, K, D, n)
+            maha = np.sum(y * y, axis=2)  # (C, K, n)
+            log_det = np.sum(np.log(np.diagonal(chol_cov, axis1=-2, axis2=-1)), -1)  # (C, K)
+        else:
+            # Per feature: s2_kd ~ InverseGamma((nu + n_k) / 2, rate_kd), then
+            # mu_kd | s2_kd ~ Normal(m_n, s2_kd / kappa_n), as in gibbs_sample.
+            ss = np.sum(diff * diff * member, axis=2)  # (C, K, D)
+            rate = 0.5 * (psi + ss + (kappa * counts / kappa_n)[..., None] * dev**2)
+            cov = rate / rng.gamma(0.5 * (nu + counts)[..., None], size=(c, k, d))
+            means = m_n + np.sqrt(cov / kappa_n[..., None]) * rng.standard_normal((c, k, d))
+            r = X[None, None] - means[:, :, None, :]  # (C, K, n, D)
+            maha = np.sum(r * r / cov[:, :, None, :], axis=-1)  # (C, K, n)
+            log_det = 0.5 * np.sum(np.log(cov), -1)  # (C, K)
+        # Allocations given the parameters (Gumbel-max).
         with np.errstate(divide="ignore"):
-            lp = -0.5 * np.sum(y * y, axis=2) - (log_det + 0.5 * d * np.log(2 * np.pi))[..., None]
+            lp = -0.5 * maha - (log_det + 0.5 * d * np.log(2 * np.pi))[..., None]
             lp = lp + np.log(weights)[..., None]  # (C, K, n)
         z = np.argmax(np.swapaxes(lp, 1, 2) + rng.gumbel(size=(c, n, k)), axis=2)
         if it >= burn and (it - burn) % thin == 0:
