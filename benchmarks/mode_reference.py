@@ -81,6 +81,7 @@ CASES = {
     "galaxies-full-4": (_galaxies, 4, "full"),
     "iris-full-3": (_iris, 3, "full"),
     "galaxies-full-2": (_galaxies, 2, "full"),
+    "faithful-diag-4": (_faithful, 4, "diag"),
 }
 
 
@@ -90,16 +91,21 @@ def load(case: str) -> tuple[np.ndarray, int, str]:
     return (X[:, None] if X.ndim == 1 else X), k, ct
 
 
-def default_prior(X: np.ndarray, k: int) -> dict:
-    """mclust's defaultPrior for full covariances (Fraley & Raftery 2007), by hand."""
+def default_prior(X: np.ndarray, k: int, covariance_type: str = "full") -> dict:
+    """mclust's defaultPrior (Fraley & Raftery 2007), by hand.
+
+    Full: the scale is the data's covariance (ddof=1) times K^(-2/D). Diag: the mean over
+    features of the data's variances (ddof=1) times K^(-2/D), the same for every feature.
+    """
     n, d = X.shape
-    return {
-        "alpha": 1.0,
-        "kappa": 0.01,
-        "mean": X.mean(0),
-        "dof": d + 2.0,
-        "scale": np.atleast_2d(np.cov(X, rowvar=False, ddof=1)) * float(k) ** (-2.0 / d),
-    }
+    shrink = float(k) ** (-2.0 / d)
+    if covariance_type == "full":
+        scale = np.atleast_2d(np.cov(X, rowvar=False, ddof=1)) * shrink
+    elif covariance_type == "diag":
+        scale = np.full(d, np.mean(np.var(X, axis=0, ddof=1)) * shrink)
+    else:
+        raise ValueError(f"covariance_type must be 'full' or 'diag', got {covariance_type!r}")
+    return {"alpha": 1.0, "kappa": 0.01, "mean": X.mean(0), "dof": d + 2.0, "scale": scale}
 
 
 # --------------------------------------------------------------------------- step 1: NUTS
@@ -197,8 +203,14 @@ def run_nuts(case: str, key: int) -> dict:
 
 
 def log_joint(X: np.ndarray, w, mu, cov) -> np.ndarray:
-    """log w_k + log N(x_i | mu_k, Sigma_k) of draws (S, K), (S, K, D), (S, K, D, D): (S, n, K)."""
+    """log w_k + log N(x_i | mu_k, Sigma_k) of draws (S, K), (S, K, D), (S, K, D, D): (S, n, K).
+
+    Diagonal covariances, (S, K, D) (as many axes as the means), are taken as diagonal matrices.
+    """
     d = X.shape[1]
+    cov = np.asarray(cov)
+    if cov.ndim == np.ndim(mu):
+        cov = cov[..., None] * np.eye(d)
     chol = np.linalg.cholesky(cov)
     r = X[None, None] - mu[:, :, None, :]  # (S, K, n, D)
     y = np.linalg.inv(chol) @ np.swapaxes(r, -1, -2)  # (S, K, D, n)
@@ -210,7 +222,7 @@ def log_joint(X: np.ndarray, w, mu, cov) -> np.ndarray:
 
 
 def allocation(X: np.ndarray, w, mu, cov) -> np.ndarray:
-    """Allocation probabilities (S, n, K) of draws (S, K), (S, K, D), (S, K, D, D)."""
+    """Allocation probabilities (S, n, K) of draws (S, K), (S, K, D), (S, K, D, D) or (S, K, D)."""
     lp = log_joint(X, w, mu, cov)
     return np.exp(lp - logsumexp(lp, axis=2, keepdims=True))
 
@@ -261,14 +273,16 @@ def fractions(dist: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def total_log_likelihood(X: np.ndarray, w, mu, cov) -> np.ndarray:
-    """Total log-likelihood (S,) of draws (S, K), (S, K, D), (S, K, D, D)."""
+    """Total log-likelihood (S,) of draws (S, K), (S, K, D), (S, K, D, D) or (S, K, D)."""
     return logsumexp(log_joint(X, w, mu, cov), axis=2).sum(1)
 
 
 # --------------------------------------------------------------------------- step 2: Gibbs
 
 
-def run_gibbs(X: np.ndarray, k: int, prior: dict, Q: np.ndarray, key: int, n_iter: int):
+def run_gibbs(
+    X: np.ndarray, k: int, prior: dict, Q: np.ndarray, key: int, n_iter: int, ct: str = "full"
+):
     """Gibbs chains: RANDOM_CHAINS from random allocations, CHAINS_PER_CONFIGURATION from each
     configuration's hard allocation (its rows' most probable components), all advanced
     together. Returns the start labels and the draws (C, T, ...)."""
@@ -278,7 +292,9 @@ def run_gibbs(X: np.ndarray, k: int, prior: dict, Q: np.ndarray, key: int, n_ite
     for m in range(Q.shape[0]):
         labels += [f"config{m}"] * CHAINS_PER_CONFIGURATION
         z0 += [np.argmax(Q[m], axis=1)] * CHAINS_PER_CONFIGURATION
-    draws = gibbs_chains(X, k, prior, np.stack(z0), n_iter, rng, burn=BURN, thin=THIN)
+    draws = gibbs_chains(
+        X, k, prior, np.stack(z0), n_iter, rng, burn=BURN, thin=THIN, covariance_type=ct
+    )
     return labels, draws
 
 
@@ -311,9 +327,10 @@ def all_chains(X: np.ndarray, Q: np.ndarray, nuts_out: dict) -> dict:
 def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     X, k, ct = load(case)
     meta = json.loads(str(nuts_out["meta"]))
-    prior = default_prior(X, k)
-    np.testing.assert_allclose(prior["scale"], nuts_out["prior_scale"], rtol=1e-10)
-    np.testing.assert_allclose(prior["mean"], nuts_out["prior_mean"], rtol=1e-10)
+    prior = default_prior(X, k, ct)
+    # The sampler's resolved prior (captured in step 1) must be mclust's, written out above.
+    np.testing.assert_allclose(prior["scale"], nuts_out["prior_scale"], rtol=1e-12)
+    np.testing.assert_allclose(prior["mean"], nuts_out["prior_mean"], rtol=1e-12)
     assert (meta["prior_alpha"], meta["prior_kappa"], meta["prior_dof"]) == (
         prior["alpha"],
         prior["kappa"],
@@ -326,7 +343,7 @@ def compare(case: str, key: int, nuts_out: dict, n_iter: int) -> dict:
     config_dist = classify(Q, Q)
 
     t0 = time.perf_counter()
-    labels, draws = run_gibbs(X, k, prior, Q, key, n_iter)
+    labels, draws = run_gibbs(X, k, prior, Q, key, n_iter, ct)
     gibbs_seconds = time.perf_counter() - t0
     per_chain, per_chain_kl, away, ll_gibbs = [], [], [], []
     for c in range(len(labels)):
