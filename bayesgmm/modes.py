@@ -247,7 +247,15 @@ def importance_masses(
     # of all proposals.
     log_q = np.stack([_t_logpdf(z_all, *proposals[m], T_DOF) for m in modes]).T
     log_q = np.logaddexp.reduce(log_q, axis=1) - np.log(len(modes))
-    log_w = np.where(np.isfinite(log_p), log_p - log_q, -np.inf)
+    # A sample counts only where both densities are finite: a proposal's far tail can underflow
+    # (log_q = -inf) or the potential overflow (log_p = +-inf), and either would turn every
+    # weight into NaN.
+    valid = np.isfinite(log_p) & np.isfinite(log_q)
+    if not valid.any():
+        # Nothing to weigh: no mass is established (effective sample sizes 0); the caller
+        # falls back to the chains' shares.
+        return {m: np.nan for m in modes}, {m: 0.0 for m in modes}
+    log_w = np.where(valid, log_p - log_q, -np.inf)
     w = np.exp(log_w - np.max(log_w))
     total = w.sum()
     masses, ess = {}, {}
@@ -309,7 +317,10 @@ def compose(
     -------
     ndarray of int, shape (num_chains, num_samples, 3): (run, chain, draw) indices.
     """
-    modes = [m for m in sorted(masses) if masses[m] > 0]
+    modes = [m for m in sorted(masses) if np.isfinite(masses[m]) and masses[m] > 0]
+    if not modes:  # no usable mass (mode_masses falls back before this; kept as a guard)
+        modes = sorted(int(m) for m in np.unique(chain_mode))
+        masses = dict.fromkeys(modes, 1.0)
     mass = np.array([masses[m] for m in modes])
     mass = mass / mass.sum()
     raw = mass * num_samples
@@ -317,7 +328,7 @@ def compose(
     short = num_samples - counts.sum()
     counts[np.argsort(-(raw - counts))[:short]] += 1
     members = {m: np.argwhere(chain_mode == m) for m in modes}  # (n_m, 2): (run, chain)
-    out = np.empty((num_chains, num_samples, 3), dtype=np.intp)
+    out = np.full((num_chains, num_samples, 3), -1, dtype=np.intp)
     for c in range(num_chains):
         labels = np.repeat(np.arange(len(modes)), counts)
         rng.shuffle(labels)
@@ -325,6 +336,8 @@ def compose(
             t = np.flatnonzero(labels == j)
             run, chain = members[m][c % len(members[m])]
             out[c, t, 0], out[c, t, 1], out[c, t, 2] = run, chain, t
+    if (out < 0).any():  # every output draw must come from somewhere
+        raise RuntimeError("internal error: composing the modes' draws left some unfilled")
     return out
 
 
@@ -509,7 +522,7 @@ def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, co
         sel = (draw_mode == m) & (chain_mode[..., None] == m)
         draws = {name: a[sel] for name, a in all_samples.items()}
         mode_draws[m] = apply_permutation(draws, draw_perm[sel], ct)
-    return importance_masses(
+    masses, ess = importance_masses(
         rng,
         mode_draws,
         unconstrain=unconstrain,
@@ -520,3 +533,11 @@ def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, co
         roots=roots,
         covariance_type=ct,
     )
+    if not all(np.isfinite(v) for v in masses.values()) or sum(masses.values()) <= 0:
+        # Importance sampling gave nothing usable: each mode's share of the chains stands in,
+        # and its effective sample size 0 makes the report say the masses are not established.
+        counts = {m: float(np.sum(chain_mode == m)) for m in occupied}
+        total = sum(counts.values())
+        masses = {m: counts[m] / total for m in occupied}
+        ess = dict.fromkeys(occupied, 0.0)
+    return masses, ess

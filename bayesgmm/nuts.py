@@ -227,8 +227,13 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
     if method == "sequential":
         n_chains = keys.shape[0]
 
+        x64 = bool(jax.config.jax_enable_x64)
+
         def one(i):
-            return loop(fns, starts[i], keys[i], i)
+            # The caller's precision: enable_x64 is thread-local, and a chain that had to trace
+            # its programs in a worker thread would otherwise trace them in the default one.
+            with jax.enable_x64(x64):
+                return loop(fns, starts[i], keys[i], i)
 
         # Each chain is its own sequence of calls of the compiled ``run``; XLA runs them outside
         # the GIL, so on a multi-core CPU several chains advance at once, one per core. The draws

@@ -15,7 +15,7 @@ import pytest
 from scipy import optimize, special, stats
 
 import bayesgmm as bg
-from bayesgmm.modes import compose, configuration_fractions
+from bayesgmm.modes import compose, configuration_fractions, importance_masses
 from bayesgmm.sampler import reference_prior
 
 QUICK = dict(num_chains=2, num_warmup=50)
@@ -278,6 +278,40 @@ def test_compose_gives_every_chain_the_mode_masses():
     # the draws of one output chain come from one source chain per mode
     for c in range(4):
         assert len({tuple(p) for p in idx[c, in_mode0[c], :2]}) == 1
+
+
+def test_compose_never_leaves_draws_unfilled_when_masses_are_unusable():
+    """NaN masses (importance sampling that found nothing to weigh) once left the composed
+    indices uninitialised (an SBC replicate of K=3, D=2, diag crashed on them); now the
+    occupied modes share the draws and every index points at a real draw."""
+    rng = np.random.default_rng(0)
+    chain_mode = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    idx = compose(rng, chain_mode, {0: np.nan, 1: np.nan}, num_chains=4, num_samples=50)
+    assert idx.min() >= 0
+    assert np.all(idx[..., 0] < 3) and np.all(idx[..., 1] < 4) and np.all(idx[..., 2] < 50)
+
+
+def test_importance_masses_with_no_finite_weight_are_not_established():
+    rng = np.random.default_rng(1)
+    draws = {"weights": rng.dirichlet([2, 2], size=40), "means": rng.normal(size=(40, 2, 1))}
+    out = importance_masses(
+        rng,
+        {0: draws, 1: draws},
+        unconstrain=lambda d: np.concatenate([d["weights"][:, :1], d["means"][:, :, 0]], 1),
+        constrain=lambda z: {
+            "weights": np.full((len(z), 2), 0.5),
+            "means": z[:, 1:3, None],
+            "covariances": np.ones((len(z), 2, 1)),
+        },
+        log_density=lambda z: np.full(len(z), -np.inf),  # the potential overflowed everywhere
+        X_rows=rng.normal(size=(10, 1)),
+        configurations=np.stack([np.tile([0.9, 0.1], (10, 1)), np.tile([0.1, 0.9], (10, 1))]),
+        roots=np.array([0, 1]),
+        covariance_type="diag",
+    )
+    masses, ess = out
+    assert all(np.isnan(v) for v in masses.values())
+    assert ess == {0: 0.0, 1: 0.0}
 
 
 def test_configuration_fractions_count_every_chain_of_a_mode():
