@@ -185,11 +185,15 @@ def fit_candidate_groups(
     The distinct programs of all groups compile first, in parallel threads (XLA's compiler
     releases the GIL, so a search over four covariance types compiles in about half the time on
     two cores); the fits then run group after group in this thread. ``settings`` are the
-    keyword arguments of :func:`fit_candidates` (``moments`` included).
+    keyword arguments of :func:`fit_candidates` (``moments`` included: when it is None and the
+    prior needs the data, they are computed once here from the shared transformed copy).
     """
-    # One transformed copy of the data for every group (not one per covariance type).
+    # One transformed copy of the data for every group (not one per covariance type), and the
+    # data-based prior's moments taken from it once, not in a pass of their own per group.
     t = fit_transform(X, sample_weight)
     working = (t, to_working(X, t, np.dtype(float_dtype())))
+    if settings.get("moments") is None and needs_data(prior):
+        settings["moments"] = data_moments(X, sample_weight, transform=t, working=working[1])
     planned = [
         _plan(X, sample_weight, ks, cov, prior, working=working, **settings) for cov, ks in groups
     ]

@@ -37,9 +37,9 @@ from jax.typing import ArrayLike
 from . import _validation as v
 from . import em, stream
 from .api import FitResult, Mixture
-from .driver import data_moments, fit_candidate_groups
+from .driver import fit_candidate_groups
 from .init import SEARCH_INIT, SEARCH_N_INIT
-from .priors import Prior, needs_data
+from .priors import Prior
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -225,9 +225,9 @@ def select(
         raise ValueError(f"every n_components exceeds n_samples={Xa.shape[0]}.")
     for k in ks:
         v.check_enough_samples(Xa.shape[0], w, k)
-    moments = data_moments(Xa, w) if needs_data(prior) else None
+    # The data-based prior's moments come from the transformed copy the fits share.
     per_type = fit_candidate_groups(
-        Xa, w, [(cov, ks) for cov in types], prior, reg_covar=reg_covar, moments=moments, **settings
+        Xa, w, [(cov, ks) for cov in types], prior, reg_covar=reg_covar, **settings
     )
     return _selection(Xa, Xa.shape[0], Xa.shape[1], ks, types, per_type, prior, reg_covar,
                       criterion, weighted=sample_weight is not None)  # fmt: skip
