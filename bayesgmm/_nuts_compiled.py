@@ -1,11 +1,13 @@
 """The compiled pieces of the posterior sampler (:mod:`bayesgmm.nuts`), and their compilation
 ahead of time.
 
-``kernel_pieces`` jits NumPyro's NUTS kernel for one model structure: an ``init`` that builds a
-chain's first state and a ``run`` that advances it ``CHUNK`` iterations, returning the
-constrained draws and the per-iteration statistics; ``transforms`` jits the maps between
-constrained and unconstrained parameters. :func:`precompile` compiles a kernel's pair in a worker
-thread, so that the front end's reference EM fits and this compilation overlap on a first call.
+``kernel_pieces`` jits NumPyro's NUTS kernel for one model structure, with the potential of
+:mod:`bayesgmm.potential`: an ``init`` that builds a chain's first state and a ``run`` that
+advances it ``CHUNK`` iterations, returning the constrained draws and the per-iteration
+statistics. ``potential_transforms`` gives the maps between constrained and unconstrained
+parameters and the log density that the importance-sampling mode masses use. :func:`precompile`
+compiles a kernel's pair in a worker thread, so that the front end's reference EM fits and this
+compilation overlap on a first call.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import jax
@@ -21,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import potential as _potential
-from .model import mixture_model
 from .numerics import float_dtype
 from .priors import PriorParams
 
@@ -47,15 +48,6 @@ class _Kernel(NamedTuple):
     vrun: Any
     pinit: Any  # pmapped over chains (one per device)
     prun: Any
-
-
-def _bound_model(n_components: int, n_features: int, covariance_type: str):
-    return partial(
-        mixture_model,
-        n_components=n_components,
-        n_features=n_features,
-        covariance_type=covariance_type,
-    )
 
 
 @lru_cache(maxsize=32)
@@ -134,43 +126,42 @@ def kernel_pieces(
 
 
 class _Transforms(NamedTuple):
-    unconstrain: Any  # (params, X, w, prior) -> z, one draw
     constrain: Any  # (z (S, ...), X, w, prior, with_log_likelihood) -> (params, ll or None)
     unconstrain_batch: Any  # (params (S, ...), X, w, prior) -> z (S, ...)
     log_density_batch: Any  # (z (S, ...), X, w, prior) -> (S,)
 
 
 @lru_cache(maxsize=32)
-def transforms(n_components: int, n_features: int, covariance_type: str):
-    """Jitted maps between constrained and unconstrained parameters, and the log-likelihood."""
-    from numpyro.infer.util import constrain_fn, log_likelihood, potential_energy, unconstrain_fn
+def potential_transforms(n_components: int, n_features: int, covariance_type: str):
+    """Maps between constrained and unconstrained parameters, and the log posterior density.
 
-    model = _bound_model(n_components, n_features, covariance_type)
+    What the importance-sampling mode masses use (:func:`bayesgmm.modes.mode_masses`), from the
+    written-out potential (:mod:`bayesgmm.potential`): the same maps and density as NumPyro's
+    for the model (``tests/test_potential.py``), without tracing the model, so a first
+    multimodal call compiles two small programs instead of three of NumPyro's.
+    """
+    ct = covariance_type
 
-    @jax.jit
-    def unconstrain(params, X, w, prior):
-        return unconstrain_fn(model, (X, w), {"prior": prior}, params)
-
-    @jax.jit
     def unconstrain_batch(params, X, w, prior):
-        return jax.vmap(lambda p: unconstrain_fn(model, (X, w), {"prior": prior}, p))(params)
+        # Host NumPy: no program at all.
+        dtype = np.dtype(jax.tree.leaves(params)[0].dtype)
+        z = _potential.unconstrain({name: np.asarray(a) for name, a in params.items()}, ct)
+        return {name: np.asarray(a, dtype) for name, a in z.items()}
 
     @jax.jit
     def log_density_batch(z, X, w, prior):
-        """Minus the potential energy of draws z (n_draws, ...): log posterior density in z."""
-        return jax.vmap(lambda zi: -potential_energy(model, (X, w), {"prior": prior}, zi))(z)
+        return jax.vmap(lambda zi: _potential.log_joint(zi, X, w, prior, ct))(z)
 
-    @partial(jax.jit, static_argnames="with_log_likelihood")
-    def constrain(z, X, w, prior, with_log_likelihood: bool):
-        """Draws (n_draws, ...) of the sites, and their pointwise log-likelihood (or None)."""
-        params = constrain_fn(model, (X, w), {"prior": prior}, z, batch_ndims=1)
-        if not with_log_likelihood:
-            return params, None
-        # One draw at a time (lax.map inside): memory stays O(n_samples * n_components).
-        ll = log_likelihood(model, params, X, w, prior=prior, parallel=False)["obs"]
-        return params, ll
+    @jax.jit
+    def _constrain(z):
+        return jax.vmap(lambda zi: _potential.constrain(zi, ct))(z)
 
-    return _Transforms(unconstrain, constrain, unconstrain_batch, log_density_batch)
+    def constrain(z, X, w, prior, with_log_likelihood: bool = False):
+        if with_log_likelihood:
+            raise ValueError("potential_transforms().constrain computes no log-likelihood")
+        return _constrain(z), None
+
+    return _Transforms(constrain, unconstrain_batch, log_density_batch)
 
 
 # --------------------------------------------------------------------------- ahead of time

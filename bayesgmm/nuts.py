@@ -59,7 +59,7 @@ import numpy as np
 from . import _tree
 from . import modes as _modes
 from . import potential as _potential
-from ._nuts_compiled import CHUNK, device_args, kernel_pieces, transforms
+from ._nuts_compiled import CHUNK, device_args, kernel_pieces, potential_transforms
 from ._progress import Progress, show_progress
 from .exceptions import MultimodalPosteriorWarning
 from .numerics import float_dtype
@@ -326,7 +326,7 @@ def sample_posterior(
         except Exception:  # noqa: BLE001 - the jitted programs below compile it again, and
             pair = None  # raise whatever error it has where it belongs
     n_effective = float(w.sum())
-    tf = transforms(k, d, ct)
+    tf = potential_transforms(k, d, ct)
     kernel = kernel_pieces(
         k, d, ct, s.num_warmup, bool(s.dense_mass), s.target_accept_prob, s.max_tree_depth
     )

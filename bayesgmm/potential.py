@@ -139,11 +139,14 @@ def constrain(z: dict, covariance_type: str) -> dict:
 
 
 def unconstrain(params: dict, covariance_type: str) -> dict:
-    """The unconstrained point (NumPy float64) of constrained parameters (NumPy arrays)."""
+    """The unconstrained point (NumPy float64) of constrained parameters (NumPy arrays).
+
+    Leading axes (a batch of points) are kept.
+    """
     w = np.asarray(params["weights"], np.float64)
     k = w.shape[-1]
-    left = np.clip(1.0 - np.cumsum(w[:-1]), np.finfo(np.float64).tiny, None)
-    x = np.log(w[:-1] / left) + np.log(np.arange(k - 1, 0, -1, dtype=np.float64))
+    left = np.clip(1.0 - np.cumsum(w[..., :-1], axis=-1), np.finfo(np.float64).tiny, None)
+    x = np.log(w[..., :-1] / left) + np.log(np.arange(k - 1, 0, -1, dtype=np.float64))
     cov = np.asarray(params["covariances"], np.float64)
     if covariance_type in ("full", "tied"):
         d = cov.shape[-1]

@@ -126,3 +126,18 @@ def test_extreme_weights_stay_finite():
         value, grad = jax.value_and_grad(P.potential)(z, X, jnp.ones(len(X)), prior, "diag")
         assert np.isfinite(float(value))
         assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grad))
+
+
+@pytest.mark.parametrize("ct", COVARIANCE_TYPES)
+def test_unconstrain_keeps_leading_axes(ct):
+    # The importance-sampling masses unconstrain batches of draws at once.
+    with jax.enable_x64(True):
+        points = [
+            P.constrain(_cast(_case(ct, 2, False, seed=s)[3], jnp.float64), ct) for s in (7, 8)
+        ]
+        batch = {name: np.stack([np.asarray(p[name]) for p in points]) for name in points[0]}
+        got = P.unconstrain(batch, ct)
+        for i, p in enumerate(points):
+            one = P.unconstrain({name: np.asarray(a) for name, a in p.items()}, ct)
+            for name in one:
+                np.testing.assert_allclose(got[name][i], one[name], rtol=0, atol=1e-12)
