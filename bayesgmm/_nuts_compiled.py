@@ -126,42 +126,38 @@ def kernel_pieces(
 
 
 class _Transforms(NamedTuple):
-    constrain: Any  # (z (S, ...), X, w, prior, with_log_likelihood) -> (params, ll or None)
-    unconstrain_batch: Any  # (params (S, ...), X, w, prior) -> z (S, ...)
-    log_density_batch: Any  # (z (S, ...), X, w, prior) -> (S,)
+    """Flat unconstrained vectors (``potential.pack``'s layout) and constrained parameters."""
+
+    unconstrain: Any  # (params dict (S, ...)) -> (S, dim) NumPy float64
+    constrain: Any  # ((S, dim), X, w, prior) -> params dict (S, ...)
+    log_density: Any  # ((S, dim), X, w, prior) -> (S,) log posterior density in that space
 
 
 @lru_cache(maxsize=32)
 def potential_transforms(n_components: int, n_features: int, covariance_type: str):
-    """Maps between constrained and unconstrained parameters, and the log posterior density.
+    """What the importance-sampling mode masses use (:func:`bayesgmm.modes.mode_masses`).
 
-    What the importance-sampling mode masses use (:func:`bayesgmm.modes.mode_masses`), from the
-    written-out potential (:mod:`bayesgmm.potential`): the same maps and density as NumPyro's
-    for the model (``tests/test_potential.py``), without tracing the model, so a first
-    multimodal call compiles two small programs instead of three of NumPyro's.
+    The maps and the density of the written-out potential (:mod:`bayesgmm.potential`, tested
+    against NumPyro's for the model) on the sampler's own flat vectors; unconstraining is host
+    NumPy, the other two are one small program each.
     """
-    ct = covariance_type
+    k, d, ct = n_components, n_features, covariance_type
 
-    def unconstrain_batch(params, X, w, prior):
-        # Host NumPy: no program at all.
-        dtype = np.dtype(jax.tree.leaves(params)[0].dtype)
-        z = _potential.unconstrain({name: np.asarray(a) for name, a in params.items()}, ct)
-        return {name: np.asarray(a, dtype) for name, a in z.items()}
+    def unconstrain(params):
+        return _potential.pack(_potential.unconstrain(params, ct))
 
     @jax.jit
-    def log_density_batch(z, X, w, prior):
-        return jax.vmap(lambda zi: _potential.log_joint(zi, X, w, prior, ct))(z)
+    def constrain(v, X, w, prior):
+        return jax.vmap(lambda x: _potential.constrain(_potential.unpack(x, k, d, ct), ct))(v)
 
     @jax.jit
-    def _constrain(z):
-        return jax.vmap(lambda zi: _potential.constrain(zi, ct))(z)
+    def log_density(v, X, w, prior):
+        def one(x):
+            return _potential.log_joint(_potential.unpack(x, k, d, ct), X, w, prior, ct)
 
-    def constrain(z, X, w, prior, with_log_likelihood: bool = False):
-        if with_log_likelihood:
-            raise ValueError("potential_transforms().constrain computes no log-likelihood")
-        return _constrain(z), None
+        return jax.vmap(one)(v)
 
-    return _Transforms(constrain, unconstrain_batch, log_density_batch)
+    return _Transforms(unconstrain, constrain, log_density)
 
 
 # --------------------------------------------------------------------------- ahead of time

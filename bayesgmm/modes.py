@@ -477,45 +477,23 @@ def report(
     return {"message": message, "summary": summary, "n_modes": n_modes}
 
 
-def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, configurations, ct):
+def mode_masses(rng, tf, args, all_samples, classes, occupied, X_rows, configurations, ct):
     """Importance-sampling masses of the occupied modes, with the model's transforms.
 
-    ``tf`` holds the compiled transforms of :mod:`bayesgmm.nuts` (``unconstrain_batch``,
-    ``constrain``, ``log_density_batch``), ``args`` their data arguments and ``z_ref`` one
-    unconstrained draw (its sites' shapes); ``classes`` is ``classify``'s outputs but ``outside``.
+    ``tf`` holds the sampler's maps on flat unconstrained vectors
+    (:func:`bayesgmm._nuts_compiled.potential_transforms`: ``unconstrain``, ``constrain``,
+    ``log_density``) and ``args`` their data arguments; ``classes`` is ``classify``'s outputs
+    but ``outside``.
     """
     draw_mode, draw_perm, chain_mode, roots = classes
-    names = sorted(z_ref)
-    shapes = {name: np.shape(z_ref[name]) for name in names}
-    sizes = [int(np.prod(shapes[name])) for name in names]
     dtype = np.dtype(jax.tree.leaves(args)[0].dtype)
 
-    def flatten(z):
-        return np.concatenate(
-            [
-                np.asarray(z[name], np.float64).reshape(len(z[name]), sizes[i])
-                for i, name in enumerate(names)
-            ],
-            1,
-        )
-
-    def unflatten(v):
-        parts = np.split(v, np.cumsum(sizes)[:-1], axis=1)
-        return {
-            name: np.asarray(p.reshape((len(v),) + shapes[name]), dtype)
-            for name, p in zip(names, parts, strict=True)
-        }
-
-    def unconstrain(params):
-        cast = {name: np.asarray(a, dtype) for name, a in params.items()}
-        return flatten(tf.unconstrain_batch(cast, *args))
-
     def constrain(v):
-        params, _ = tf.constrain(unflatten(v), *args, with_log_likelihood=False)
+        params = tf.constrain(np.asarray(v, dtype), *args)
         return {name: np.asarray(a, np.float64) for name, a in params.items()}
 
     def log_density(v):
-        return np.asarray(tf.log_density_batch(unflatten(v), *args), np.float64)
+        return np.asarray(tf.log_density(np.asarray(v, dtype), *args), np.float64)
 
     mode_draws = {}
     for m in occupied:
@@ -525,7 +503,7 @@ def mode_masses(rng, tf, args, z_ref, all_samples, classes, occupied, X_rows, co
     masses, ess = importance_masses(
         rng,
         mode_draws,
-        unconstrain=unconstrain,
+        unconstrain=tf.unconstrain,
         constrain=constrain,
         log_density=log_density,
         X_rows=X_rows,

@@ -45,7 +45,6 @@ mixture log-density at a few fixed points) are stored beside them, in ``posterio
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 import warnings
@@ -56,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _tree
+from . import _tree, em
 from . import modes as _modes
 from . import potential as _potential
 from ._nuts_compiled import CHUNK, device_args, kernel_pieces, potential_transforms
@@ -226,7 +225,6 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
     fns = jitted if pair is None else pair
     if method == "sequential":
         n_chains = keys.shape[0]
-
         x64 = bool(jax.config.jax_enable_x64)
 
         def one(i):
@@ -238,15 +236,16 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
         # Each chain is its own sequence of calls of the compiled ``run``; XLA runs them outside
         # the GIL, so on a multi-core CPU several chains advance at once, one per core. The draws
         # do not depend on the number of threads (every chain has its own key).
-        workers = min(n_chains, available_cores())
+        workers = min(n_chains, em.available_threads())
         if workers > 1:
             pool = ThreadPoolExecutor(workers, thread_name_prefix="bayesgmm-chain")
             try:
                 futures = [pool.submit(one, i) for i in range(n_chains)]
                 # Waiting in short slices keeps the main thread responsive to Ctrl-C (a wait
                 # without a timeout would hold off the interrupt until every chain has ended).
-                while wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION).not_done:
-                    if any(f.done() and f.exception() is not None for f in futures):
+                while True:
+                    done, running = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+                    if not running or any(f.exception() is not None for f in done):
                         break
                 per_chain = [f.result() for f in futures]
             except BaseException:
@@ -264,14 +263,6 @@ def _run_chains(kernel, method, starts, keys, args, num_warmup, num_samples, pro
 
 class _Stopped(Exception):
     """A chain stopped because the call was interrupted."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- the entry point
@@ -317,7 +308,6 @@ def sample_posterior(
     n = X.shape[0]
     w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
     t_start = time.perf_counter()
-    dtype = float_dtype()
     args = device_args(X, w, prior)
     pair = None
     if compiled is not None:
@@ -335,13 +325,11 @@ def sample_posterior(
     progress = Progress(show_progress(s.progress_bar, 1, total), total, s.num_warmup)
     chain_keys = host_keys(rng_key, (n_runs, s.num_chains), stream=0)
     jitter_keys = host_keys(rng_key, (n_runs,), stream=1)
-    runs, z_ref = [], None
+    runs = []
     try:
         t_sample = time.perf_counter()
         for r, ref in enumerate(references):
-            # Host float64, then the working precision (as a cast of the reference would be).
-            z_host = _potential.unconstrain(ref, ct)
-            z_ref = {name: np.asarray(a, dtype) for name, a in z_host.items()}
+            z_ref = _potential.unconstrain(ref, ct)  # host float64; the starts are cast below
             starts = _jittered_starts(z_ref, ref, ct, n_effective, s.num_chains, jitter_keys[r])
             starts = _potential.pack(starts)  # (num_chains, size): the sampler's flat position
             chains = (kernel, s.chain_method, starts, chain_keys[r], args)
@@ -382,7 +370,7 @@ def sample_posterior(
     masses, is_ess = {occupied[0]: 1.0}, {}
     if len(occupied) > 1:
         masses, is_ess = _modes.mode_masses(
-            rng, tf, args, z_ref, all_samples, (draw_mode, draw_perm, chain_mode, roots), occupied,
+            rng, tf, args, all_samples, (draw_mode, draw_perm, chain_mode, roots), occupied,
             X_rows, configurations, ct,
         )  # fmt: skip
     if single:
