@@ -46,6 +46,7 @@ from scipy.special import logsumexp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from _provenance import commit  # noqa: E402  (this folder, run as a script)
 from gibbs_reference import gibbs_chains  # noqa: E402
 
 # A draw whose allocation probabilities are further than this (mean total variation per row)
@@ -111,21 +112,6 @@ def default_prior(X: np.ndarray, k: int, covariance_type: str = "full") -> dict:
 # --------------------------------------------------------------------------- step 1: NUTS
 
 
-def _commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_nuts(case: str, key: int) -> dict:
     """One ``sample_posterior`` call with the defaults; what it reports, as arrays."""
     import jax
@@ -182,7 +168,7 @@ def run_nuts(case: str, key: int) -> dict:
         "meta": np.array(
             json.dumps(
                 {
-                    "commit": _commit(),
+                    "commit": commit(ROOT),
                     "seconds": round(seconds, 1),
                     "load": round(os.getloadavg()[0], 1),
                     "warning": message[0] if message else "",

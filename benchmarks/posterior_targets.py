@@ -27,6 +27,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
+from _provenance import commit  # noqa: E402  (this folder, run as a script)
 from arviz_stats.base import array_stats  # noqa: E402
 
 import bayesgmm as bg  # noqa: E402
@@ -64,21 +65,6 @@ def diagnostics(post) -> dict:
     return out
 
 
-def _commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(case: str, key: int) -> dict:
     load, k, ct = CASES[case]
     X = np.asarray(load(), np.float64)
@@ -93,7 +79,7 @@ def run(case: str, key: int) -> dict:
     return {
         "case": case,
         "key": key,
-        "commit": _commit(),
+        "commit": commit(),
         "load": round(os.getloadavg()[0], 1),
         "seconds": round(elapsed, 1),
         "rhat_max": max(v for n, v in d.items() if n.startswith("rhat")),

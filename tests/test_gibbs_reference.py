@@ -13,32 +13,52 @@ from __future__ import annotations
 import numpy as np
 from gibbs_reference import gibbs_chains, prior_dict
 
+N_CHAINS = 8
 
-def test_gibbs_chains_matches_the_exact_posterior_of_separated_clusters():
-    rng = np.random.default_rng(3)
+
+def _separated_draws(seed: int, scale: np.ndarray, covariance_type: str):
+    """Two clusters far apart, sampled from near the true split; draws labelled by position.
+
+    Each chain starts at the true split with five rows misallocated: the first sweep must move
+    them (from random allocations a component can empty and stay empty, a state of negligible
+    posterior mass that a Gibbs sampler does not leave). Returns the clusters, the prior and
+    the weights, means and covariances of every draw, cluster ``a`` (smaller first mean
+    coordinate) first.
+    """
+    rng = np.random.default_rng(seed)
     a = rng.normal([0.0, 0.0], [1.0, 2.0], size=(30, 2))
     b = rng.normal([100.0, 50.0], [3.0, 1.0], size=(20, 2))
     X = np.concatenate([a, b])
-    prior = prior_dict(alpha=1.5, kappa=0.01, mean=X.mean(0), dof=4.0, scale=np.eye(2))
-    n_chains, burn = 8, 5
-    # Start at the true split with five rows of each chain misallocated: the first sweep must
-    # move them (from random allocations a component can empty and stay empty, a state of
-    # negligible posterior mass that a Gibbs sampler does not leave).
-    z0 = np.repeat([[0] * len(a) + [1] * len(b)], n_chains, axis=0)
+    prior = prior_dict(alpha=1.5, kappa=0.01, mean=X.mean(0), dof=4.0, scale=scale)
+    z0 = np.repeat([[0] * len(a) + [1] * len(b)], N_CHAINS, axis=0)
     for row in z0:
         flip = rng.choice(len(X), size=5, replace=False)
         row[flip] = 1 - row[flip]
-    draws = gibbs_chains(X, 2, prior, z0, 305, rng, burn=burn)
-    # Label each draw by its first mean coordinate (cluster a has the smaller one).
+    draws = gibbs_chains(X, 2, prior, z0, 305, rng, burn=5, covariance_type=covariance_type)
     order = np.argsort(draws["means"][..., 0], axis=-1)
     w = np.take_along_axis(draws["weights"], order, -1).reshape(-1, 2)
     mu = np.take_along_axis(draws["means"], order[..., None], -2).reshape(-1, 2, 2)
-    cov = np.take_along_axis(draws["covariances"], order[..., None, None], -3).reshape(-1, 2, 2, 2)
-    n_draws = w.shape[0]
-    m0, kappa, nu, psi = prior["mean"], prior["kappa"], prior["dof"], prior["scale"]
+    cov = draws["covariances"]
+    extra = (None,) * (cov.ndim - order.ndim)
+    cov = np.take_along_axis(cov, order[(...,) + extra], order.ndim - 1)
+    return a, b, prior, w, mu, cov.reshape((-1,) + cov.shape[2:])
+
+
+def _expected_weights(prior, a, b):
     counts = np.array([len(a), len(b)])
-    expected_w = (prior["alpha"] + counts) / (2 * prior["alpha"] + counts.sum())
-    checks = [(w.mean(0), expected_w, w.std(0))]
+    return (prior["alpha"] + counts) / (2 * prior["alpha"] + counts.sum())
+
+
+def _assert_means_within_error(checks, n_draws):
+    for got, want, sd in checks:
+        # Draws given fixed allocations are independent: 5 standard errors of the mean.
+        assert np.all(np.abs(got - want) <= 5 * sd / np.sqrt(n_draws) + 1e-12), (got, want)
+
+
+def test_gibbs_chains_matches_the_exact_posterior_of_separated_clusters():
+    a, b, prior, w, mu, cov = _separated_draws(3, np.eye(2), "full")
+    m0, kappa, nu, psi = prior["mean"], prior["kappa"], prior["dof"], prior["scale"]
+    checks = [(w.mean(0), _expected_weights(prior, a, b), w.std(0))]
     for j, xj in enumerate((a, b)):
         nj, xbar = len(xj), xj.mean(0)
         kn = kappa + nj
@@ -49,34 +69,14 @@ def test_gibbs_chains_matches_the_exact_posterior_of_separated_clusters():
         # its standard deviations within 10% (about six standard errors at this many draws).
         sd_mu = np.sqrt(np.diag(psi_n) / (kn * (nu + nj - 3)))
         np.testing.assert_allclose(mu[:, j].std(0), sd_mu, rtol=0.1)
-    for got, want, sd in checks:
-        # Draws given fixed allocations are independent: 5 standard errors of the mean.
-        assert np.all(np.abs(got - want) <= 5 * sd / np.sqrt(n_draws) + 1e-12), (got, want)
+    _assert_means_within_error(checks, w.shape[0])
 
 
 def test_gibbs_chains_diag_matches_the_exact_posterior_of_separated_clusters():
-    rng = np.random.default_rng(4)
-    a = rng.normal([0.0, 0.0], [1.0, 2.0], size=(30, 2))
-    b = rng.normal([100.0, 50.0], [3.0, 1.0], size=(20, 2))
-    X = np.concatenate([a, b])
-    prior = prior_dict(alpha=1.5, kappa=0.01, mean=X.mean(0), dof=4.0, scale=np.array([1.0, 2.0]))
-    n_chains, burn = 8, 5
-    # Started near the true split, as in the full test above.
-    z0 = np.repeat([[0] * len(a) + [1] * len(b)], n_chains, axis=0)
-    for row in z0:
-        flip = rng.choice(len(X), size=5, replace=False)
-        row[flip] = 1 - row[flip]
-    draws = gibbs_chains(X, 2, prior, z0, 305, rng, burn=burn, covariance_type="diag")
-    assert draws["covariances"].shape == (n_chains, 300, 2, 2)
-    order = np.argsort(draws["means"][..., 0], axis=-1)
-    w = np.take_along_axis(draws["weights"], order, -1).reshape(-1, 2)
-    mu = np.take_along_axis(draws["means"], order[..., None], -2).reshape(-1, 2, 2)
-    s2 = np.take_along_axis(draws["covariances"], order[..., None], -2).reshape(-1, 2, 2)
-    n_draws = w.shape[0]
+    a, b, prior, w, mu, s2 = _separated_draws(4, np.array([1.0, 2.0]), "diag")
+    assert s2.shape == (N_CHAINS * 300, 2, 2)
     m0, kappa, nu, psi = prior["mean"], prior["kappa"], prior["dof"], prior["scale"]
-    counts = np.array([len(a), len(b)])
-    expected_w = (prior["alpha"] + counts) / (2 * prior["alpha"] + counts.sum())
-    checks = [(w.mean(0), expected_w, w.std(0))]
+    checks = [(w.mean(0), _expected_weights(prior, a, b), w.std(0))]
     for j, xj in enumerate((a, b)):
         nj, xbar = len(xj), xj.mean(0)
         kn = kappa + nj
@@ -90,5 +90,4 @@ def test_gibbs_chains_diag_matches_the_exact_posterior_of_separated_clusters():
         sd_s2 = rate / ((shape - 1) * np.sqrt(shape - 2))
         np.testing.assert_allclose(s2[:, j].std(0), sd_s2, rtol=0.1)
         np.testing.assert_allclose(mu[:, j].std(0), np.sqrt(rate / (kn * (shape - 1))), rtol=0.1)
-    for got, want, sd in checks:
-        assert np.all(np.abs(got - want) <= 5 * sd / np.sqrt(n_draws) + 1e-12), (got, want)
+    _assert_means_within_error(checks, w.shape[0])
