@@ -229,6 +229,26 @@ def uniformity(ranks: np.ndarray, n_draws: int, bins: int, rng) -> tuple[float, 
     return p_chi2, p_ks
 
 
+def uniformity_tests(per_q: dict, name: str, label: str, args, rng) -> list[dict]:
+    """One row of uniformity tests per quantity of a setting and sampler."""
+    rows = []
+    for q, r in per_q.items():
+        r = np.asarray(r)
+        p_chi2, p_ks = uniformity(r, args.draws, args.bins, rng)
+        rows.append(
+            {
+                "setting": name,
+                "sampler": label,
+                "quantity": q,
+                "replicates": len(r),
+                "chi2_p": p_chi2,
+                "ks_p": p_ks,
+                "mean_rank": float(np.mean(r)),
+            }
+        )
+    return rows
+
+
 def plot_histograms(table, setting: str, sampler: str, n_draws: int, bins: int, path: Path):
     import matplotlib
 
@@ -301,20 +321,11 @@ def run(args) -> list[dict]:
                     pd.DataFrame(rows).to_csv(out / "ranks.csv", index=False)
                     print(f"{name} {label}: {rep + 1} replicates", flush=True)
             elapsed = time.perf_counter() - t0
-            rng = np.random.default_rng([args.seed, 99])
-            for q, r in per_q.items():
-                p_chi2, p_ks = uniformity(np.array(r), args.draws, args.bins, rng)
-                tests.append(
-                    {
-                        "setting": name,
-                        "sampler": label,
-                        "quantity": q,
-                        "replicates": len(r),
-                        "chi2_p": p_chi2,
-                        "ks_p": p_ks,
-                    }
-                )
-            worst = min(t["ks_p"] for t in tests if t["setting"] == name and t["sampler"] == label)
+            found = uniformity_tests(
+                per_q, name, label, args, np.random.default_rng([args.seed, 99])
+            )
+            tests.extend(found)
+            worst = min(t["ks_p"] for t in found)
             print(
                 f"{name:14s} {label:6s} {args.replicates} replicates ({len(failures)} failed: "
                 f"{failures}) in {elapsed:.0f} s; "
@@ -347,19 +358,7 @@ def summarise(sources: list[str], args) -> list[dict]:
     rng = np.random.default_rng([args.seed, 99])
     for (name, label), group in ranks.groupby(["setting", "sampler"], sort=False):
         per_q = {q: g["rank"].to_numpy() for q, g in group.groupby("quantity", sort=False)}
-        for q, r in per_q.items():
-            p_chi2, p_ks = uniformity(r, args.draws, args.bins, rng)
-            tests.append(
-                {
-                    "setting": name,
-                    "sampler": label,
-                    "quantity": q,
-                    "replicates": len(r),
-                    "chi2_p": p_chi2,
-                    "ks_p": p_ks,
-                    "mean_rank": float(np.mean(r)),
-                }
-            )
+        tests.extend(uniformity_tests(per_q, name, label, args, rng))
         plot_histograms(per_q, name, label, args.draws, args.bins, out / f"sbc_{name}_{label}.png")
     ranks.to_csv(out / "ranks.csv", index=False)
     table = pd.DataFrame(tests)
