@@ -37,6 +37,7 @@ __all__ = [
     "classify",
     "compose",
     "configuration_fractions",
+    "weighted_fractions",
     "importance_masses",
     "mode_masses",
     "report",
@@ -299,6 +300,19 @@ def configuration_fractions(
     return out
 
 
+def weighted_fractions(
+    nearest: np.ndarray, chain_weights: np.ndarray, n_configurations: int
+) -> np.ndarray:
+    """Fraction of draws nearest each configuration, chain ``(r, c)`` counting ``weights[r, c]``.
+
+    ``nearest`` (R, C, S) as in :func:`configuration_fractions`; the weights (R, C) sum to 1.
+    """
+    counts = np.stack(
+        [(nearest == j).mean(-1) for j in range(n_configurations)], axis=-1
+    )  # (R, C, M)
+    return np.einsum("rc,rcm->m", chain_weights, counts)
+
+
 def compose(
     rng: np.random.Generator,
     chain_mode: np.ndarray,
@@ -387,7 +401,7 @@ def describe(ref: dict) -> str:
 
 def report(
     references, occupied, masses, is_ess, chain_mode, outside, loglik_all, num_chains,
-    diagnostics=(1.0, np.inf), fractions=None,
+    diagnostics=(1.0, np.inf), fractions=None, weighed=None,
 ):  # fmt: skip
     """The warning text (empty when there is nothing to warn about) and a one-line summary.
 
@@ -429,7 +443,8 @@ def report(
             + ": their draws repeat across the returned chains and the masses are uncertain."
         )
     disagree = False
-    for m in occupied:
+    weighed_ok = weighed is not None and "error" not in weighed
+    for m in [] if weighed_ok else occupied:  # with SMC weights the line below replaces these
         members = np.argwhere(chain_mode == m)
         if len(members) < 2:
             continue
@@ -454,13 +469,35 @@ def report(
             "(sample_stats.mode is each draw's configuration)."
         )
     rhat, ess = diagnostics
-    unconverged = bool(rhat > RHAT_TARGET and ess < ESS_TARGET)
+    parts = [
+        f"configuration {j} ({describe(references[j])}): {f:.2f}"
+        for j, f in enumerate(fractions if fractions is not None else [])
+        if f > 0
+    ]
+    basins = weighed is not None
+    if basins and "error" in weighed:
+        lines.append(
+            f"The {loglik_all.shape[0] * loglik_all.shape[1]} chains disagree beyond a label "
+            f"permutation (R-hat of the total log-likelihood over all of them "
+            f"{weighed['loglik_rhat']:.3f}) and tempered SMC could not weigh their basins "
+            f"({weighed['error']}): the modes and their masses are not established."
+        )
+    elif basins:
+        lines.append(
+            f"The {loglik_all.shape[0] * loglik_all.shape[1]} chains settled in basins they do "
+            f"not leave (R-hat of the total log-likelihood over all of them "
+            f"{weighed['loglik_rhat']:.3f}), so their share of the draws is no estimate of the "
+            f"basins' masses. Tempered SMC from the chains' basins ({weighed['num_particles']} "
+            f"particles, {weighed['stages']} stages) weighs them; the returned chains hold each "
+            "chain's draws in proportion to its basin's weight (posterior.attrs['chain_weights'])"
+            ". Estimated posterior fraction nearest each EM configuration: "
+            + "; ".join(parts)
+            + f". (The composed chains' largest R-hat is {rhat:.3f} and smallest bulk ESS "
+            f"{ess:.0f}; composed of several chains' draws, they are not Markov chains, and the "
+            "masses' precision is that of the SMC particles.)"
+        )
+    unconverged = bool(rhat > RHAT_TARGET and ess < ESS_TARGET) and not weighed_ok
     if unconverged:
-        parts = [
-            f"configuration {j} ({describe(references[j])}): {f:.2f}"
-            for j, f in enumerate(fractions if fractions is not None else [])
-            if f > 0
-        ]
         lines.append(
             "The chains disagree beyond a label permutation: after Stephens relabelling the "
             f"largest R-hat is {rhat:.3f} and the smallest bulk ESS {ess:.0f} (weights, means "
@@ -471,7 +508,7 @@ def report(
         )
     if lines and len(heavy) < 2:
         lines.insert(0, f"Modes found: {summary}.")
-    warn = len(heavy) > 1 or uncertain or few or disagree or unconverged or outside.any()
+    warn = len(heavy) > 1 or uncertain or few or disagree or unconverged or outside.any() or basins
     message = " ".join(lines) if warn else ""
     n_modes = len(heavy)
     return {"message": message, "summary": summary, "n_modes": n_modes}

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _tree, em
+from . import basins as _basins
 from . import modes as _modes
 from . import potential as _potential
 from ._nuts_compiled import CHUNK, device_args, kernel_pieces, potential_transforms
@@ -373,7 +374,20 @@ def sample_posterior(
             rng, tf, args, all_samples, (draw_mode, draw_perm, chain_mode, roots), occupied,
             X_rows, configurations, ct,
         )  # fmt: skip
-    if single:
+    weighed = _weigh_basins(
+        X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, tf,
+        host_keys(rng_key, (), stream=3),
+    )  # fmt: skip
+    if weighed is not None and "chain_weights" in weighed:
+        # The chains' basins weighed by tempered SMC: each chain counts for its basin's mass.
+        lam = weighed["chain_weights"]
+        masses = {m: float(lam[chain_mode == m].sum()) for m in occupied}
+        is_ess = {m: masses[m] * weighed["num_particles"] for m in occupied}
+        chain_id = np.arange(lam.size).reshape(lam.shape)
+        weights = {int(i): float(x) for i, x in enumerate(lam.ravel())}
+        idx = _modes.compose(rng, chain_id, weights, s.num_chains, s.num_samples)
+        single = False
+    elif single:
         idx = np.stack(
             np.meshgrid(0, np.arange(s.num_chains), np.arange(s.num_samples), indexing="ij"), -1
         )[0]
@@ -416,9 +430,13 @@ def sample_posterior(
         [posterior["weights"], posterior["means"], *invariant.values()]
     )
     fractions = _modes.configuration_fractions(nearest, chain_mode, masses, n_runs)
+    if weighed is not None and "chain_weights" in weighed:
+        # The composed draws' fractions: each chain's, weighed by its basin's SMC weight (the
+        # chains mix within their basin; SMC's own particles, which move less, are in attrs).
+        fractions = _modes.weighted_fractions(nearest, weighed["chain_weights"], n_runs)
     report = _modes.report(
         references, occupied, masses, is_ess, chain_mode, outside, loglik_all, s.num_chains,
-        diagnostics, fractions,
+        diagnostics, fractions, weighed,
     )  # fmt: skip
     if report["message"]:
         warnings.warn(report["message"], MultimodalPosteriorWarning, stacklevel=3)
@@ -461,6 +479,7 @@ def sample_posterior(
             "configuration_fractions": fractions,
             "max_rhat": diagnostics[0],
             "min_ess_bulk": diagnostics[1],
+            **_basin_attrs(weighed),
         },
         "posterior_invariant": {
             "density_quantiles": np.asarray(DENSITY_QUANTILES),
@@ -469,6 +488,54 @@ def sample_posterior(
         "sample_stats": {"relabeled_fraction": float(np.mean(relabeled))},
     }
     return _tree.to_datatree(data, k, d, n, ct, attrs, n_points=len(points))
+
+
+def _weigh_basins(
+    X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, tf, seed
+):  # fmt: skip
+    """Tempered-SMC weights of the chains' basins, when the chains disagree; else None.
+
+    The chains disagree when the R-hat of the total log-likelihood over all of them (every
+    reference's) exceeds ``modes.RHAT_DISAGREE``: they settled in basins they do not leave, and
+    their share of the draws is no estimate of the basins' masses (:mod:`bayesgmm.basins`).
+    Returns the weighing, ``{"error": message}`` when SMC fails, or None when not needed.
+    """
+    from arviz_stats.base import array_stats
+
+    r, c, s = loglik_all.shape
+    if r * c < 2:
+        return None
+    rhat = float(array_stats.rhat(loglik_all.reshape(r * c, s), chain_axis=0, draw_axis=1))
+    if not rhat > _modes.RHAT_DISAGREE:
+        return None
+    try:
+        out = _basins.weigh_chains(
+            X, w, prior, all_samples, draw_perm, X_rows, configurations, ct,
+            np.asarray(seed, np.uint32), tf,
+        )  # fmt: skip
+    except (RuntimeError, FloatingPointError, np.linalg.LinAlgError) as err:
+        return {"error": f"{type(err).__name__}: {err}", "loglik_rhat": rhat}
+    out["loglik_rhat"] = rhat
+    return out
+
+
+def _basin_attrs(weighed) -> dict:
+    if weighed is None:
+        return {"basin_weighting": "none"}
+    if "error" in weighed:
+        return {"basin_weighting": "failed", "basin_weighting_error": weighed["error"]}
+    return {
+        "basin_weighting": "tempered SMC",
+        "chain_weights": weighed["chain_weights"].ravel(),
+        "smc_particles": weighed["num_particles"],
+        "smc_stages": weighed["stages"],
+        "smc_unique_ancestors": weighed["unique_ancestors"],
+        "smc_log_evidence": weighed["log_evidence"],
+        "smc_seconds": weighed["seconds"],
+        "smc_configuration_fractions": weighed["fractions"],
+        "chain_basins": weighed["basins"].ravel(),
+        "loglik_rhat_all_chains": weighed["loglik_rhat"],
+    }
 
 
 def _numpy_seed(key) -> np.ndarray:

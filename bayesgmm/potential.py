@@ -161,6 +161,25 @@ def unconstrain(params: dict, covariance_type: str) -> dict:
 
 # --------------------------------------------------------------------------- the potential
 
+# Up to this dimension the inverse of a Cholesky factor is written out as forward substitution
+# (D (D + 1) / 2 elementwise steps): under vmap over many points, XLA's CPU triangular solve runs
+# as a loop of small solves, several times slower than the written-out steps.
+UNROLL_MAX_D = 8
+
+
+def lower_inverse(chol: Array, eye: Array) -> Array:
+    """The inverse of lower-triangular factors ``chol`` (..., D, D)."""
+    d = chol.shape[-1]
+    if d > UNROLL_MAX_D:
+        return solve_triangular(chol, jnp.broadcast_to(eye, chol.shape), lower=True)
+    rows = []
+    for i in range(d):
+        r = jnp.broadcast_to(eye[i], chol.shape[:-1])
+        for j in range(i):
+            r = r - chol[..., i, j, None] * rows[j]
+        rows.append(r / chol[..., i, i, None])
+    return jnp.stack(rows, axis=-2)
+
 
 def _inverse_wishart(precision_chol: Array, log_diag: Array, prior: PriorParams) -> Array:
     """log IW(L L^T | dof, scale) for factors with inverse ``precision_chol`` (..., D, D)."""
@@ -178,8 +197,13 @@ def _inverse_gamma_log(u: Array, shape: Array, rate: Array) -> Array:
     return shape * jnp.log(rate) - gammaln(shape) - (shape + 1.0) * u - rate * jnp.exp(-u)
 
 
-def log_joint(z: dict, X: Array, sample_weight: Array, prior: PriorParams, covariance_type: str):
-    """Log prior + log-likelihood + log-Jacobian at an unconstrained point (minus the potential)."""
+def log_joint_parts(
+    z: dict, X: Array, sample_weight: Array, prior: PriorParams, covariance_type: str
+) -> tuple[Array, Array]:
+    """The log-likelihood, and the log prior density in unconstrained space (log-Jacobian in).
+
+    Their sum is :func:`log_joint`; tempered samplers (:mod:`bayesgmm.smc`) weigh the two apart.
+    """
     log_w, log_jac = log_weights(z["weights"])
     means = z["means"]
     k, d = means.shape
@@ -192,7 +216,7 @@ def log_joint(z: dict, X: Array, sample_weight: Array, prior: PriorParams, covar
     if covariance_type in ("full", "tied"):
         chol, log_diag = cholesky_factor(c, d)
         eye = jnp.eye(d, dtype=c.dtype)
-        prec = solve_triangular(chol, jnp.broadcast_to(eye, chol.shape), lower=True)  # L^{-1}
+        prec = lower_inverse(chol, eye)  # L^{-1}
         # log|d(L L^T)/dz|: exp on the diagonal, then 2^D prod_i L_ii^(D - i) (i from 0).
         powers = jnp.arange(d + 1, 1, -1, dtype=c.dtype)
         log_jac += jnp.sum(log_diag @ powers + d * math.log(2.0))
@@ -217,7 +241,13 @@ def log_joint(z: dict, X: Array, sample_weight: Array, prior: PriorParams, covar
         )
         log_dens = jnp.sum(-0.5 * _LOG_2PI - 0.5 * u - 0.5 * diff**2 * inv_var, -1)
     loglik = jnp.sum(sample_weight * jax.nn.logsumexp(log_dens + log_w, axis=-1))
-    return loglik + lp + log_jac
+    return loglik, lp + log_jac
+
+
+def log_joint(z: dict, X: Array, sample_weight: Array, prior: PriorParams, covariance_type: str):
+    """Log prior + log-likelihood + log-Jacobian at an unconstrained point (minus the potential)."""
+    loglik, log_prior = log_joint_parts(z, X, sample_weight, prior, covariance_type)
+    return loglik + log_prior
 
 
 def potential(z: dict, X: Array, sample_weight: Array, prior: PriorParams, covariance_type: str):

@@ -35,6 +35,8 @@ DRIVERS = {
     "_nuts_compiled",
     "modes",
     "relabel",
+    "smc",
+    "basins",
 }
 SURFACE = {"api", "select", "sampler", "posterior", "plotting", "cli"}
 MAX_LINES = 600
