@@ -175,6 +175,9 @@ def test_galaxies_mode_mass_against_importance_sampling():
     print(f"galaxies K=2: fraction in mode A {got:.3f}, importance sampling {reference:.3f}")
     assert abs(got - reference) < 0.05
     assert found, "no MultimodalPosteriorWarning on a bimodal posterior"
+    # the chains of the two modes disagree, so tempered SMC weighed their basins
+    assert post.posterior.attrs["basin_weighting"] == "tempered SMC"
+    assert "Tempered SMC" in str(found[0].message)
     message = str(found[0].message)
     masses = post.posterior.attrs["mode_masses"]
     assert post.posterior.attrs["multimodal"] == 1

@@ -1,0 +1,112 @@
+"""Tempered SMC (bayesgmm.smc) against closed forms, and its use by the sampler (bayesgmm.basins).
+
+References are independent of the package: scipy's distributions for the prior's draws, and the
+conjugate normal-inverse-gamma model (one component) whose marginal likelihood and posterior
+moments are known in closed form. Float64 only: the package runs SMC in float64 whatever the
+sampler's precision (see ``bayesgmm.basins``).
+"""
+
+import threading
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import gammaln
+
+import bayesgmm as bg
+from bayesgmm import basins, potential, smc
+
+# KS tests of the prior's draws fail at this level by chance once in ten thousand runs.
+P_MIN = 1e-4
+N_PRIOR = 4000
+
+
+def _prior(x, k, ct):
+    return bg.Mixture(k, ct, prior="default").resolve_prior(x, np.ones(len(x)))
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_prior_draws_follow_the_declared_prior(ct):
+    """Marginals of ``sample_prior``: weights Beta(alpha, (K-1) alpha), a variance
+    InvGamma, and each mean standardised by its own variance and kappa N(0, 1)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 2)) * [1.0, 3.0]
+    k, d = 3, 2
+    prior = _prior(x, k, ct)
+    draws = smc.sample_prior(np.random.default_rng(1), prior, k, d, ct, N_PRIOR)
+    alpha = float(prior.alpha)
+    assert (
+        stats.kstest(draws["weights"][:, 0], stats.beta(alpha, (k - 1) * alpha).cdf).pvalue > P_MIN
+    )
+    np.testing.assert_allclose(draws["weights"].sum(1), 1.0, rtol=1e-12)
+    cov = draws["covariances"]
+    dof = float(prior.dof)
+    if ct in ("full", "tied"):
+        # A diagonal entry of an inverse-Wishart(nu, Psi) matrix is InvGamma((nu - D + 1) / 2,
+        # Psi_jj / 2).
+        var = cov[:, 0, 0, 0] if ct == "full" else cov[:, 0, 0]
+        ref = stats.invgamma((dof - d + 1) / 2, scale=float(prior.scale[0, 0]) / 2)
+    elif ct == "diag":
+        var = cov[:, 0, 0]
+        ref = stats.invgamma(dof / 2, scale=float(np.asarray(prior.scale)[0]) / 2)
+    else:
+        var = cov[:, 0]
+        ref = stats.invgamma(dof / 2, scale=float(prior.scale) / 2)
+    assert stats.kstest(var, ref.cdf).pvalue > P_MIN
+    standard = (draws["means"][:, 0, 0] - prior.mean[0]) * np.sqrt(float(prior.kappa) / var)
+    assert stats.kstest(standard, stats.norm.cdf).pvalue > P_MIN
+
+
+def _nig_log_evidence(x, prior):
+    """log p(x) of x_i ~ N(mu, s2), mu | s2 ~ N(m0, s2 / kappa), s2 ~ InvGamma(nu / 2, psi / 2)."""
+    m0, k0, nu = float(prior.mean[0]), float(prior.kappa), float(prior.dof)
+    psi = float(np.ravel(prior.scale)[0])
+    n, xb = len(x), float(x.mean())
+    ss = float(((x - xb) ** 2).sum())
+    kn, nun = k0 + n, nu + n
+    psin = psi + ss + k0 * n / kn * (xb - m0) ** 2
+    log_z = gammaln(nun / 2) - gammaln(nu / 2) + 0.5 * nu * np.log(psi) - 0.5 * nun * np.log(psin)
+    log_z += 0.5 * np.log(k0 / kn) - 0.5 * n * np.log(np.pi)
+    return log_z, (k0 * m0 + n * xb) / kn, psin / (nun - 2)  # evidence, E[mu], E[s2]
+
+
+@pytest.mark.parametrize("ct", ["full", "diag"])
+def test_evidence_and_posterior_of_the_conjugate_one_component_model(ct):
+    """One component in 1-D is the normal-inverse-gamma model: SMC from the prior recovers its
+    log marginal likelihood (within 0.15 nats, several times the run-to-run spread) and the
+    posterior means of mu and s2 (within 5 Monte Carlo standard errors of 2000 particles)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(2.0, 1.5, (40, 1))
+    prior = _prior(x, 1, ct)
+    with jax.enable_x64(True):
+        res = smc.tempered_smc(x, np.ones(40), prior, 1, ct, 0, smc.SMCSettings(2000))
+    log_z, mu, s2 = _nig_log_evidence(x[:, 0], prior)
+    assert res.log_evidence == pytest.approx(log_z, abs=0.15)
+    assert res.betas[0] == 0.0 and res.betas[-1] == 1.0
+    assert np.all(np.diff(res.betas) > 0)
+    # Flat layout (potential.pack, sites by name): the covariance's one unconstrained entry (full:
+    # the log of the Cholesky factor; diag: the log-variance), then the mean; no weights.
+    assert potential.flat_size(1, 1, ct) == 2
+    log_scale, mu_draws = res.particles[:, 0], res.particles[:, 1]
+    var_draws = np.exp(2 * log_scale) if ct == "full" else np.exp(log_scale)
+    se_mu = mu_draws.std() / np.sqrt(len(mu_draws) / 4)  # resampled particles: ESS ~ N / 4
+    assert abs(mu_draws.mean() - mu) < 5 * se_mu
+    se_var = var_draws.std() / np.sqrt(len(var_draws) / 4)
+    assert abs(var_draws.mean() - s2) < 5 * se_var
+
+
+def test_a_stop_request_interrupts_the_stages():
+    x = np.random.default_rng(3).normal(size=(30, 1))
+    stop = threading.Event()
+    stop.set()
+    with jax.enable_x64(True), pytest.raises(KeyboardInterrupt):
+        smc.tempered_smc(x, np.ones(30), _prior(x, 1, "full"), 1, "full", 0, stop=stop)
+
+
+def test_chains_of_one_basin_are_grouped_and_others_kept_apart():
+    rng = np.random.default_rng(4)
+    a = rng.normal(0.0, 1.0, (3, 400, 5))  # three chains of one basin
+    b = rng.normal(0.0, 1.0, (2, 400, 5)) + np.array([0, 0, 6.0, 0, 0])  # two of another
+    groups = basins.group_chains(np.concatenate([a, b]))
+    assert list(groups) == [0, 0, 0, 3, 3]
