@@ -303,8 +303,9 @@ class Mixture:
         The sampler runs NumPyro's NUTS on the model that :meth:`model` declares (the component
         assignments are marginalised), so it needs a proper prior: ``prior="default"`` or a
         :class:`Prior`, resolved from ``X`` as :meth:`fit_em` does. Chains start from every
-        distinct optimum of many EM restarts; separated modes are weighed by importance sampling
-        and named, with their masses, by a :class:`bayesgmm.MultimodalPosteriorWarning` (see
+        distinct optimum of many EM restarts; when chains settle in basins they do not leave,
+        tempered SMC from those basins weighs them (:mod:`bayesgmm.basins`), and the modes are
+        named, with their masses, by a :class:`bayesgmm.MultimodalPosteriorWarning` (see
         :mod:`bayesgmm.sampler`).
 
         Parameters

@@ -35,6 +35,10 @@ draw is classified by the configuration whose allocation probabilities are neare
 chain by where most of its draws are (:mod:`bayesgmm.modes`). With more than one occupied mode,
 their masses are estimated by importance sampling and the returned chains are composed of the
 modes' draws in those proportions; ``MultimodalPosteriorWarning`` then says so, naming the modes.
+When the chains disagree (R-hat of the total log-likelihood over all of them above
+``modes.RHAT_DISAGREE``), whether or not their configurations differ, they settled in basins they
+do not leave: tempered SMC from those basins weighs them (:mod:`bayesgmm.basins`), those weights
+supersede the importance-sampling masses, and the returned chains are composed chain by chain.
 
 Label switching. The returned draws are relabelled by Stephens' (2000) KL algorithm on the
 allocation probabilities (:mod:`bayesgmm.relabel`), started from the best reference so that the
