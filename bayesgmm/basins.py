@@ -25,6 +25,7 @@ configurations were.
 from __future__ import annotations
 
 import itertools
+import math
 
 import jax
 import numpy as np
@@ -48,6 +49,12 @@ RIDGE = 1e-6
 # standard deviations in every coordinate (chains of one basin differ by Monte Carlo error, a
 # small fraction of a standard deviation; chains of different basins by several somewhere).
 SAME_BASIN = 1.0
+
+
+# Work bound of the bridge's start: components (basins x K! permutations) times the squared
+# dimension, per particle and density evaluation. Beyond it (many components with many basins,
+# or a large dimension) SMC would cost more than the chains did, and the weighing is not tried.
+MAX_BASE_WORK = 400_000
 
 
 def group_chains(z: np.ndarray) -> np.ndarray:
@@ -149,6 +156,12 @@ def weigh_chains(
     aligned = apply_permutation(flat, draw_perm.reshape(-1, k), covariance_type)
     z = _potential.pack(_potential.unconstrain(aligned, covariance_type)).reshape(r * c, s, -1)
     groups = group_chains(z)
+    n_components = len(np.unique(groups)) * math.factorial(k)
+    if n_components * z.shape[-1] ** 2 > MAX_BASE_WORK:
+        raise RuntimeError(
+            f"{len(np.unique(groups))} basins x {math.factorial(k)} label permutations in "
+            f"{z.shape[-1]} dimensions is beyond the SMC start's work bound"
+        )
     aligned = {name: a.reshape((r * c, s) + a.shape[1:]) for name, a in aligned.items()}
     base, component_basin = basin_base(aligned, groups, covariance_type)
     # Float64 whatever the sampler's precision: the weights are differences of log-densities

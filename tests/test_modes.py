@@ -190,6 +190,20 @@ def test_galaxies_mode_mass_against_importance_sampling():
         assert np.mean(mode == j) == pytest.approx(m, abs=0.02)
 
 
+def test_basins_that_smc_cannot_weigh_are_reported_not_established(monkeypatch):
+    """When the SMC start would be too costly (here: a work bound of zero) the chains' basins are
+    not weighed: the run falls back to the importance-sampling masses and says so."""
+    from bayesgmm import basins
+
+    monkeypatch.setattr(basins, "MAX_BASE_WORK", 0)
+    x = bg.datasets.load_galaxies() / 1000.0
+    post, found = _sample(x, num_samples=300)
+    assert post.posterior.attrs["basin_weighting"] == "failed"
+    assert "work bound" in post.posterior.attrs["basin_weighting_error"]
+    assert found and "could not weigh their basins" in str(found[0].message)
+    assert np.sum(post.posterior.attrs["mode_masses"]) == pytest.approx(1.0)
+
+
 @pytest.mark.slow
 def test_galaxies_mode_mass_with_the_defaults():
     x = bg.datasets.load_galaxies()
