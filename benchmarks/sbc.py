@@ -188,6 +188,8 @@ def run_nuts(X, setting: Setting, rep: int, args) -> tuple[dict, dict]:
     info = {
         "divergences": int(post["sample_stats"]["diverging"].values.sum()),
         "relabeled": float(post["sample_stats"].attrs.get("relabeled_fraction", np.nan)),
+        # whether the chains disagreed and tempered SMC weighed their basins
+        "basin_weighting": str(ds.attrs.get("basin_weighting", "none")),
     }
     return draws, info
 
@@ -312,6 +314,7 @@ def run(args) -> list[dict]:
                             "min_true_weight": res["min_true_weight"],
                             "divergences": res.get("divergences", 0),
                             "relabeled": res.get("relabeled", 0.0),
+                            "basin_weighting": res.get("basin_weighting", "none"),
                             "seconds": res["time"],
                         }
                     )
