@@ -118,15 +118,6 @@ def basin_base(aligned: dict, groups: np.ndarray, covariance_type: str):
     return base, np.asarray(owner)
 
 
-def _log_gauss(z: np.ndarray, base: _smc.GaussianMixtureBase) -> np.ndarray:
-    """log N(z_i; mean_c, cov_c) for every particle and component: (N, C)."""
-    out = []
-    for mean, chol in zip(base.means, base.chols, strict=True):
-        white = np.linalg.solve(chol, (z - mean).T)
-        out.append(-0.5 * np.sum(white**2, 0) - np.sum(np.log(np.diag(chol))))
-    return np.stack(out, 1)
-
-
 def weigh_chains(
     X, w, prior, all_samples: dict, draw_perm: np.ndarray, X_rows, configurations: np.ndarray,
     covariance_type: str, rng_seed, tf, stop=None,
@@ -187,10 +178,12 @@ def weigh_chains(
     dist, _ = configuration_distance(P, configurations)
     nearest = np.argmin(dist, axis=1)
     fractions = np.bincount(nearest, minlength=configurations.shape[0]) / nearest.size
-    # Each particle belongs to the basin whose Gaussians it is most likely under; a basin's
-    # weight is shared equally by its chains.
-    z_final = _potential.pack(_potential.unconstrain(particles, covariance_type))
-    owner = component_basin[np.argmax(_log_gauss(z_final, base), axis=1)]
+    # Each particle belongs to the basin its ancestor was drawn from. Not the basin whose
+    # Gaussian its final position is most likely under: a chain's own draws already include its
+    # excursions towards another basin's configuration (iris: the main basin's brief visits near
+    # a small-component configuration), and counting such particles for the other basin as well
+    # gave that basin about twice its mass.
+    owner = component_basin[result.origin]
     weights = np.zeros(r * c)
     for g in np.unique(groups):
         members = groups == g
