@@ -90,6 +90,13 @@ def run(case: str, key: int) -> dict:
         "mode_masses": [round(float(m), 3) for m in np.atleast_1d(attrs["mode_masses"])],
         "relabeled_fraction": float(post.sample_stats.attrs["relabeled_fraction"]),
         "divergences": int(post.sample_stats["diverging"].sum()),
+        "basin_weighting": str(attrs.get("basin_weighting", "none")),
+        "chain_weights": [
+            round(float(x), 3) for x in np.atleast_1d(attrs.get("chain_weights", []))
+        ],
+        "configuration_fractions": [
+            round(float(x), 3) for x in np.atleast_1d(attrs["configuration_fractions"])
+        ],
     }
 
 
