@@ -120,7 +120,7 @@ def basin_base(aligned: dict, groups: np.ndarray, covariance_type: str):
 
 def weigh_chains(
     X, w, prior, all_samples: dict, draw_perm: np.ndarray, X_rows, configurations: np.ndarray,
-    covariance_type: str, rng_seed, tf, stop=None,
+    covariance_type: str, rng_seed, tf, stop=None, progress_bar: bool = False,
 ) -> dict:  # fmt: skip
     """Posterior weight of every chain's basin, and the fraction near each configuration.
 
@@ -133,6 +133,8 @@ def weigh_chains(
     X_rows, configurations : as in :func:`bayesgmm.modes.classify`
     tf : the sampler's flat-vector maps (:func:`bayesgmm._nuts_compiled.potential_transforms`)
     stop : threading.Event, optional
+    progress_bar : bool
+        Show the stages' progress (inverse temperature from 0 to 1) on stderr.
 
     Returns
     -------
@@ -165,11 +167,26 @@ def weigh_chains(
             np.asarray(w, np.float64),
             type(prior)(*(np.asarray(a, np.float64) for a in prior)),
         )
-        result = _smc.tempered_smc(
-            X, w, prior, k, covariance_type, rng_seed,
-            _smc.SMCSettings(num_particles=NUM_PARTICLES), base=base, dtype=np.float64,
-            stop=stop,
-        )  # fmt: skip
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=1.0, desc="weighing basins (tempered SMC)", unit="beta")
+
+        def progress(beta, stage):
+            if bar is not None:
+                bar.update(beta - bar.n)
+                bar.set_postfix(stage=stage, refresh=False)
+
+        try:
+            result = _smc.tempered_smc(
+                X, w, prior, k, covariance_type, rng_seed,
+                _smc.SMCSettings(num_particles=NUM_PARTICLES), base=base, dtype=np.float64,
+                progress=progress, stop=stop,
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
         particles = {
             name: np.asarray(a, np.float64)
             for name, a in tf.constrain(result.particles, *args64).items()

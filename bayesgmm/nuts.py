@@ -380,7 +380,7 @@ def sample_posterior(
         )  # fmt: skip
     weighed = _weigh_basins(
         X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, tf,
-        host_keys(rng_key, (), stream=3),
+        host_keys(rng_key, (), stream=3), progress.bar is not None,
     )  # fmt: skip
     if weighed is not None and "chain_weights" in weighed:
         # The chains' basins weighed by tempered SMC: each chain counts for its basin's mass.
@@ -495,7 +495,8 @@ def sample_posterior(
 
 
 def _weigh_basins(
-    X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, tf, seed
+    X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, tf, seed,
+    progress_bar=False,
 ):  # fmt: skip
     """Tempered-SMC weights of the chains' basins, when the chains disagree; else None.
 
@@ -515,7 +516,7 @@ def _weigh_basins(
     try:
         out = _basins.weigh_chains(
             X, w, prior, all_samples, draw_perm, X_rows, configurations, ct,
-            np.asarray(seed, np.uint32), tf,
+            np.asarray(seed, np.uint32), tf, progress_bar=progress_bar,
         )  # fmt: skip
     except (RuntimeError, FloatingPointError, np.linalg.LinAlgError) as err:
         return {"error": f"{type(err).__name__}: {err}", "loglik_rhat": rhat}

@@ -9,7 +9,9 @@ through the bridge
 
     pi_beta(z) ∝ p(z) p(X | z)^beta,   beta from 0 to 1,
 
-in NumPyro's unconstrained parametrisation (:mod:`bayesgmm.potential`). At each stage the next
+in NumPyro's unconstrained parametrisation (:mod:`bayesgmm.potential`), or, given a starting
+density ``q`` (a Gaussian mixture fitted to NUTS chains, :mod:`bayesgmm.basins`), through
+``q(z)^(1 - beta) p(z | X)^beta``. At each stage the next
 ``beta`` is chosen so that the incremental weights keep an effective sample size of
 ``TARGET_ESS`` of the particles, the particles are resampled (systematic), and moved by
 Hamiltonian Monte Carlo steps that leave ``pi_beta`` invariant (a diagonal mass matrix from the
@@ -46,8 +48,8 @@ __all__ = ["SMCResult", "SMCSettings", "sample_prior", "tempered_smc"]
 # size of the incremental weights (the usual choice; smaller means fewer, harder stages).
 TARGET_ESS = 0.5
 # Step-size control: the mean acceptance rate of the HMC moves is steered towards this value
-# (higher than NUTS's 0.8 target would suggest for a fixed path length: a rejected move leaves
-# a resampled duplicate where it was).
+# (near the optimum of about 0.65 for fixed-length HMC, a little above it because a rejected move
+# leaves a resampled duplicate where it was).
 TARGET_ACCEPT = 0.7
 # Moves per stage: enough that a particle has moved with high probability, given the last
 # acceptance rate (the chance of never moving in ``m`` moves is ``(1 - acc)^m``), within bounds.
@@ -64,6 +66,8 @@ MAX_STAGES = 500
 
 
 class SMCSettings(NamedTuple):
+    """Particles, leapfrog steps per HMC move, and moves at beta = 1 after the last stage."""
+
     num_particles: int = 2000
     leapfrog_steps: int = LEAPFROG_STEPS
     final_moves: int = FINAL_MOVES
@@ -363,6 +367,8 @@ def tempered_smc(
         log_w = (new_beta - beta) * b
         log_w = np.where(np.isfinite(log_w), log_w, -np.inf)
         top = np.max(log_w)
+        if not np.isfinite(top):
+            raise RuntimeError("tempered SMC: no particle has a finite posterior density")
         log_evidence += float(top + np.log(np.mean(np.exp(log_w - top))))
         idx = _systematic(rng, log_w)
         unique = int(np.unique(idx).size)
