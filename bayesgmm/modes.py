@@ -63,9 +63,9 @@ MIN_MODE_MASS = 0.01
 RHAT_DISAGREE = 1.05
 # Importance-sampling effective sample size below which a mode's mass is "not established".
 MIN_IS_ESS = 30.0
-# The returned chains disagree beyond a label permutation when, after relabelling, the largest
-# R-hat exceeds RHAT_TARGET while the smallest bulk ESS is below ESS_TARGET (Vehtari et al. 2021;
-# both together, so that a converged run's R-hat noise alone does not warn).
+# The returned chains are not established when, after relabelling, the largest R-hat exceeds
+# RHAT_TARGET or the smallest bulk ESS is below ESS_TARGET (Vehtari et al. 2021's thresholds,
+# issue 10's targets): either alone warns, so no run that misses them returns silently.
 RHAT_TARGET = 1.01
 ESS_TARGET = 400.0
 
@@ -496,13 +496,14 @@ def report(
             f"{ess:.0f}; composed of several chains' draws, they are not Markov chains, and the "
             "masses' precision is that of the SMC particles.)"
         )
-    unconverged = bool(rhat > RHAT_TARGET and ess < ESS_TARGET) and not weighed_ok
+    unconverged = bool(rhat > RHAT_TARGET or ess < ESS_TARGET) and not weighed_ok
     if unconverged:
         lines.append(
-            "The chains disagree beyond a label permutation: after Stephens relabelling the "
-            f"largest R-hat is {rhat:.3f} and the smallest bulk ESS {ess:.0f} (weights, means "
-            "and permutation-invariant quantities), so the modes and their masses are not "
-            "established. Fraction of draws nearest each EM configuration: "
+            "The chains miss the convergence targets (largest R-hat at most "
+            f"{RHAT_TARGET}, smallest bulk ESS at least {ESS_TARGET:.0f}): after Stephens "
+            f"relabelling the largest R-hat is {rhat:.3f} and the smallest bulk ESS {ess:.0f} "
+            "(weights, means and permutation-invariant quantities), so the modes and their "
+            "masses are not established. Fraction of draws nearest each EM configuration: "
             + "; ".join(parts)
             + "."
         )
