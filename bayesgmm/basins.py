@@ -51,6 +51,13 @@ RIDGE = 1e-6
 SAME_BASIN = 1.0
 
 
+# Independent SMC runs whose basin weights are averaged; when two differ by more than AGREEMENT
+# (absolute, on any basin's weight) the masses are reported as not established. A basin that a
+# chain explores as a funnel (iris with three full components: a chain stuck near a small
+# component, 14 nats below the others) can have a Gaussian start so unlike it that one run's
+# weight for it is anywhere from 0.01 to 0.37; two runs expose that.
+REPEATS = 2
+AGREEMENT = 0.05
 # Work bound of the bridge's start: components (basins x K! permutations) times the squared
 # dimension, per particle and density evaluation. Beyond it (many components with many basins,
 # or a large dimension) SMC would cost more than the chains did, and the weighing is not tried.
@@ -138,10 +145,11 @@ def weigh_chains(
 
     Returns
     -------
-    dict with ``chain_weights`` (R, C) summing to 1, ``fractions`` (M,) of particles nearest each
-    configuration, ``particles_in_chain_basins`` (the fraction whose nearest chain Gaussian is
-    within reach, a check that ``q`` covered them) and the SMC run's ``stages``, ``seconds``,
-    ``unique_ancestors``, ``log_evidence`` and ``acceptance``.
+    dict with ``chain_weights`` (R, C) summing to 1 (a basin's weight, averaged over ``REPEATS``
+    runs, shared by its chains), ``fractions`` (M,) of particles nearest each configuration,
+    ``basin_weights_per_run``, their largest ``spread`` between runs and whether it is within
+    ``AGREEMENT`` (``established``), ``basins`` (R, C), and the runs' ``stages`` (the most),
+    ``seconds`` (in all), ``unique_ancestors``, ``log_evidence``, ``acceptance``.
     """
     r, c, s = all_samples["weights"].shape[:3]
     k = all_samples["weights"].shape[-1]
@@ -157,6 +165,47 @@ def weigh_chains(
         )
     aligned = {name: a.reshape((r * c, s) + a.shape[1:]) for name, a in aligned.items()}
     base, component_basin = basin_base(aligned, groups, covariance_type)
+    runs = []
+    seeds = np.random.SeedSequence(np.asarray(rng_seed, np.uint32).tolist()).spawn(REPEATS)
+    for run, seed in enumerate(seeds):
+        runs.append(
+            _one_run(
+                X, w, prior, k, covariance_type, seed, base, component_basin, groups,
+                X_rows, configurations, tf, stop,
+                f"weighing basins (tempered SMC {run + 1}/{REPEATS})" if progress_bar else None,
+            )
+        )  # fmt: skip
+    basin_ids = np.unique(groups)
+    per_run = np.array([[run["basin_weights"][g] for g in basin_ids] for run in runs])
+    spread = float(np.max(np.ptp(per_run, axis=0))) if len(basin_ids) > 1 else 0.0
+    basin_weights = per_run.mean(0)
+    weights = np.zeros(r * c)
+    for g, lam in zip(basin_ids, basin_weights, strict=True):
+        members = groups == g
+        weights[members] = lam / members.sum()
+    return {
+        "chain_weights": weights.reshape(r, c),
+        "fractions": np.mean([run["fractions"] for run in runs], axis=0),
+        "basin_weights_per_run": per_run,
+        "spread": spread,
+        "established": spread <= AGREEMENT,
+        "stages": int(max(run["stages"] for run in runs)),
+        "seconds": float(sum(run["seconds"] for run in runs)),
+        "unique_ancestors": int(min(run["unique_ancestors"] for run in runs)),
+        "log_evidence": float(np.mean([run["log_evidence"] for run in runs])),
+        "acceptance": float(np.mean([run["acceptance"] for run in runs])),
+        "num_particles": NUM_PARTICLES,
+        "repeats": REPEATS,
+        "basins": groups.reshape(r, c),
+        "mean_loglik": float(np.mean([run["mean_loglik"] for run in runs])),
+    }
+
+
+def _one_run(
+    X, w, prior, k, covariance_type, seed, base, component_basin, groups, X_rows,
+    configurations, tf, stop, bar_label,
+) -> dict:  # fmt: skip
+    """One tempered SMC run from ``base``: each basin's share of the particles, and more."""
     # Float64 whatever the sampler's precision: the weights are differences of log-densities
     # of hundreds of rows, and in float32 their rounding alone shifted a basin's weight (galaxies
     # with two components: 0.06 against 0.16 in float64, with the importance-sampling
@@ -168,10 +217,10 @@ def weigh_chains(
             type(prior)(*(np.asarray(a, np.float64) for a in prior)),
         )
         bar = None
-        if progress_bar:
+        if bar_label is not None:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=1.0, desc="weighing basins (tempered SMC)", unit="beta")
+            bar = tqdm(total=1.0, desc=bar_label, unit="beta")
 
         def progress(beta, stage):
             if bar is not None:
@@ -180,7 +229,7 @@ def weigh_chains(
 
         try:
             result = _smc.tempered_smc(
-                X, w, prior, k, covariance_type, rng_seed,
+                X, w, prior, k, covariance_type, seed,
                 _smc.SMCSettings(num_particles=NUM_PARTICLES), base=base, dtype=np.float64,
                 progress=progress, stop=stop,
             )  # fmt: skip
@@ -194,26 +243,19 @@ def weigh_chains(
     P = allocation(X_rows, particles, covariance_type)
     dist, _ = configuration_distance(P, configurations)
     nearest = np.argmin(dist, axis=1)
-    fractions = np.bincount(nearest, minlength=configurations.shape[0]) / nearest.size
     # Each particle belongs to the basin its ancestor was drawn from. Not the basin whose
     # Gaussian its final position is most likely under: a chain's own draws already include its
     # excursions towards another basin's configuration (iris: the main basin's brief visits near
     # a small-component configuration), and counting such particles for the other basin as well
     # gave that basin about twice its mass.
     owner = component_basin[result.origin]
-    weights = np.zeros(r * c)
-    for g in np.unique(groups):
-        members = groups == g
-        weights[members] = np.mean(owner == g) / members.sum()
     return {
-        "chain_weights": weights.reshape(r, c),
-        "fractions": fractions,
+        "basin_weights": {g: float(np.mean(owner == g)) for g in np.unique(groups)},
+        "fractions": np.bincount(nearest, minlength=configurations.shape[0]) / nearest.size,
         "stages": len(result.betas) - 1,
         "seconds": result.seconds,
         "unique_ancestors": result.unique_ancestors,
         "log_evidence": result.log_evidence,
         "acceptance": float(np.mean(result.acceptance)),
-        "num_particles": NUM_PARTICLES,
-        "basins": groups.reshape(r, c),
         "mean_loglik": float(np.mean(result.loglik)),
     }

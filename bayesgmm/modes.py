@@ -496,6 +496,19 @@ def report(
             f"{ess:.0f}; composed of several chains' draws, they are not Markov chains, and the "
             "masses' precision is that of the SMC particles.)"
         )
+        runs = np.round(weighed["basin_weights_per_run"], 3).tolist()
+        if weighed["established"]:
+            lines.append(
+                f"{weighed['repeats']} independent SMC runs agree on the basins' weights "
+                f"({runs}, largest difference {weighed['spread']:.3f})."
+            )
+        else:
+            lines.append(
+                f"But {weighed['repeats']} independent SMC runs disagree on the basins' weights "
+                f"({runs}, largest difference {weighed['spread']:.3f}): the masses are not "
+                "established (a basin unlike the Gaussian fitted to its chains, such as a "
+                "funnel around a near-empty component); the weights used are their mean."
+            )
     unconverged = bool(rhat > RHAT_TARGET or ess < ESS_TARGET) and not weighed_ok
     if unconverged:
         lines.append(

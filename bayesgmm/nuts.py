@@ -538,6 +538,8 @@ def _basin_attrs(weighed) -> dict:
         "smc_log_evidence": weighed["log_evidence"],
         "smc_seconds": weighed["seconds"],
         "smc_configuration_fractions": weighed["fractions"],
+        "smc_established": int(weighed["established"]),
+        "smc_basin_weights_per_run": np.asarray(weighed["basin_weights_per_run"]).ravel(),
         "chain_basins": weighed["basins"].ravel(),
         "loglik_rhat_all_chains": weighed["loglik_rhat"],
     }
