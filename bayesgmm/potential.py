@@ -161,25 +161,6 @@ def unconstrain(params: dict, covariance_type: str) -> dict:
 
 # --------------------------------------------------------------------------- the potential
 
-# Up to this dimension the inverse of a Cholesky factor is written out as forward substitution
-# (D (D + 1) / 2 elementwise steps): under vmap over many points, XLA's CPU triangular solve runs
-# as a loop of small solves, several times slower than the written-out steps.
-UNROLL_MAX_D = 8
-
-
-def lower_inverse(chol: Array, eye: Array) -> Array:
-    """The inverse of lower-triangular factors ``chol`` (..., D, D)."""
-    d = chol.shape[-1]
-    if d > UNROLL_MAX_D:
-        return solve_triangular(chol, jnp.broadcast_to(eye, chol.shape), lower=True)
-    rows = []
-    for i in range(d):
-        r = jnp.broadcast_to(eye[i], chol.shape[:-1])
-        for j in range(i):
-            r = r - chol[..., i, j, None] * rows[j]
-        rows.append(r / chol[..., i, i, None])
-    return jnp.stack(rows, axis=-2)
-
 
 def _inverse_wishart(precision_chol: Array, log_diag: Array, prior: PriorParams) -> Array:
     """log IW(L L^T | dof, scale) for factors with inverse ``precision_chol`` (..., D, D)."""
@@ -216,7 +197,7 @@ def log_joint_parts(
     if covariance_type in ("full", "tied"):
         chol, log_diag = cholesky_factor(c, d)
         eye = jnp.eye(d, dtype=c.dtype)
-        prec = lower_inverse(chol, eye)  # L^{-1}
+        prec = solve_triangular(chol, jnp.broadcast_to(eye, chol.shape), lower=True)  # L^{-1}
         # log|d(L L^T)/dz|: exp on the diagonal, then 2^D prod_i L_ii^(D - i) (i from 0).
         powers = jnp.arange(d + 1, 1, -1, dtype=c.dtype)
         log_jac += jnp.sum(log_diag @ powers + d * math.log(2.0))
