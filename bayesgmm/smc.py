@@ -38,11 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import potential as _potential
+from .predictive import prior_draws
 from .priors import PriorParams
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
-__all__ = ["SMCResult", "SMCSettings", "sample_prior", "tempered_smc"]
+__all__ = ["GaussianMixtureBase", "SMCResult", "SMCSettings", "tempered_smc"]
 
 # The next inverse temperature keeps this fraction of the particles as the effective sample
 # size of the incremental weights (the usual choice; smaller means fewer, harder stages).
@@ -94,48 +95,6 @@ class SMCResult(NamedTuple):
     acceptance: np.ndarray
     unique_ancestors: int
     seconds: float
-
-
-# --------------------------------------------------------------------------- prior draws
-
-
-def sample_prior(
-    rng: np.random.Generator, prior: PriorParams, n_components: int, n_features: int,
-    covariance_type: str, num: int,
-) -> dict:  # fmt: skip
-    """``num`` draws of the conjugate prior (:mod:`bayesgmm.priors`), constrained, NumPy float64.
-
-    Returns a dict of ``weights`` (num, K), ``means`` (num, K, D) and ``covariances`` (num, ...).
-    """
-    from scipy.stats import invwishart
-
-    k, d, ct = n_components, n_features, covariance_type
-    alpha = float(prior.alpha)
-    kappa = float(prior.kappa)
-    mean = np.asarray(prior.mean, np.float64)
-    dof = float(prior.dof)
-    scale = np.asarray(prior.scale, np.float64)
-    g = rng.gamma(alpha, size=(num, k))
-    # A flat or sparse Dirichlet can underflow every gamma draw of a row in float64 only for
-    # alpha far below any prior the package accepts; the floor keeps the row on the simplex.
-    g = np.maximum(g, np.finfo(np.float64).tiny)
-    weights = g / g.sum(1, keepdims=True)
-    z = rng.standard_normal((num, k, d))
-    if ct in ("full", "tied"):
-        m = num * (k if ct == "full" else 1)
-        cov = invwishart.rvs(df=dof, scale=scale, size=m, random_state=rng)
-        cov = np.asarray(cov).reshape((num, k, d, d) if ct == "full" else (num, d, d))
-        full = cov if ct == "full" else np.broadcast_to(cov[:, None], (num, k, d, d))
-        chol = np.linalg.cholesky(full)
-        means = mean + np.einsum("nkij,nkj->nki", chol, z) / math.sqrt(kappa)
-    else:
-        # InverseGamma(dof / 2, scale / 2) per coordinate (diag) or per component (spherical).
-        shape = (num, k, d) if ct == "diag" else (num, k)
-        rate = 0.5 * (np.broadcast_to(scale, (d,)) if ct == "diag" else scale)
-        cov = rate / rng.gamma(0.5 * dof, size=shape)
-        sd = np.sqrt(cov if ct == "diag" else cov[..., None])
-        means = mean + sd * z / math.sqrt(kappa)
-    return {"weights": weights, "means": means, "covariances": cov}
 
 
 # --------------------------------------------------------------------------- compiled pieces
@@ -304,7 +263,7 @@ def tempered_smc(
         PriorParams(*(np.asarray(a, dtype) for a in prior)),
     )
     if base is None:
-        draws = sample_prior(rng, prior, k, d, ct, num)
+        draws = prior_draws(prior, k, ct, num, rng)
         z = _potential.pack(_potential.unconstrain(draws, ct))
         origin = np.zeros(num, np.intp)
         scales = None

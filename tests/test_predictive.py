@@ -13,7 +13,12 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import bayesgmm as bg
-from bayesgmm.predictive import add_log_prior, add_posterior_predictive, log_prior_draws
+from bayesgmm.predictive import (
+    add_log_prior,
+    add_posterior_predictive,
+    log_prior_draws,
+    prior_draws,
+)
 
 COV_DIMS = {
     "full": ["component", "feature", "feature_"],
@@ -292,6 +297,42 @@ def test_sample_prior_predictive_follows_the_declared_prior(x64):
     x0 = obs.values[0, :, 0, 0]
     u = np.sum(w * stats.norm.cdf((x0[:, None] - mu[:, :, 0]) / np.sqrt(cov[:, :, 0, 0])), 1)
     assert stats.kstest(u, "uniform").pvalue > LEVEL
+
+
+N_PRIOR = 4000
+
+
+@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
+def test_prior_draws_follow_the_declared_prior_for_every_type(ct):
+    """Marginals of ``predictive.prior_draws`` (also SMC's start from the prior): weights
+    Beta(alpha, (K-1) alpha), a variance InvGamma, and each mean standardised by its own variance
+    and kappa N(0, 1)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 2)) * [1.0, 3.0]
+    k, d = 3, 2
+    prior = bg.Mixture(k, ct, prior="default").resolve_prior(x)
+    draws = prior_draws(prior, k, ct, N_PRIOR, np.random.default_rng(1))
+    alpha = float(prior.alpha)
+    assert (
+        stats.kstest(draws["weights"][:, 0], stats.beta(alpha, (k - 1) * alpha).cdf).pvalue > LEVEL
+    )
+    np.testing.assert_allclose(draws["weights"].sum(1), 1.0, rtol=1e-12)
+    cov = draws["covariances"]
+    dof = float(prior.dof)
+    if ct in ("full", "tied"):
+        # A diagonal entry of an inverse-Wishart(nu, Psi) matrix is InvGamma((nu - D + 1) / 2,
+        # Psi_jj / 2).
+        var = cov[:, 0, 0, 0] if ct == "full" else cov[:, 0, 0]
+        ref = stats.invgamma((dof - d + 1) / 2, scale=float(prior.scale[0, 0]) / 2)
+    elif ct == "diag":
+        var = cov[:, 0, 0]
+        ref = stats.invgamma(dof / 2, scale=float(np.asarray(prior.scale)[0]) / 2)
+    else:
+        var = cov[:, 0]
+        ref = stats.invgamma(dof / 2, scale=float(prior.scale) / 2)
+    assert stats.kstest(var, ref.cdf).pvalue > LEVEL
+    standard = (draws["means"][:, 0, 0] - prior.mean[0]) * np.sqrt(float(prior.kappa) / var)
+    assert stats.kstest(standard, stats.norm.cdf).pvalue > LEVEL
 
 
 def test_sample_prior_predictive_1d_diag_and_validation():

@@ -1,9 +1,9 @@
 """Tempered SMC (bayesgmm.smc) against closed forms, and its use by the sampler (bayesgmm.basins).
 
-References are independent of the package: scipy's distributions for the prior's draws, and the
-conjugate normal-inverse-gamma model (one component) whose marginal likelihood and posterior
-moments are known in closed form. Float64 only: the package runs SMC in float64 whatever the
-sampler's precision (see ``bayesgmm.basins``).
+The reference is independent of the package: the conjugate normal-inverse-gamma model (one
+component), whose marginal likelihood and posterior moments are known in closed form. SMC from
+the prior starts from ``predictive.prior_draws``, tested against scipy in ``test_predictive.py``.
+Float64 only: the package runs SMC in float64 whatever the sampler's precision.
 """
 
 import threading
@@ -11,51 +11,14 @@ import threading
 import jax
 import numpy as np
 import pytest
-from scipy import stats
 from scipy.special import gammaln
 
 import bayesgmm as bg
 from bayesgmm import basins, potential, smc
 
-# KS tests of the prior's draws fail at this level by chance once in ten thousand runs.
-P_MIN = 1e-4
-N_PRIOR = 4000
-
 
 def _prior(x, k, ct):
     return bg.Mixture(k, ct, prior="default").resolve_prior(x, np.ones(len(x)))
-
-
-@pytest.mark.parametrize("ct", ["full", "tied", "diag", "spherical"])
-def test_prior_draws_follow_the_declared_prior(ct):
-    """Marginals of ``sample_prior``: weights Beta(alpha, (K-1) alpha), a variance
-    InvGamma, and each mean standardised by its own variance and kappa N(0, 1)."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 2)) * [1.0, 3.0]
-    k, d = 3, 2
-    prior = _prior(x, k, ct)
-    draws = smc.sample_prior(np.random.default_rng(1), prior, k, d, ct, N_PRIOR)
-    alpha = float(prior.alpha)
-    assert (
-        stats.kstest(draws["weights"][:, 0], stats.beta(alpha, (k - 1) * alpha).cdf).pvalue > P_MIN
-    )
-    np.testing.assert_allclose(draws["weights"].sum(1), 1.0, rtol=1e-12)
-    cov = draws["covariances"]
-    dof = float(prior.dof)
-    if ct in ("full", "tied"):
-        # A diagonal entry of an inverse-Wishart(nu, Psi) matrix is InvGamma((nu - D + 1) / 2,
-        # Psi_jj / 2).
-        var = cov[:, 0, 0, 0] if ct == "full" else cov[:, 0, 0]
-        ref = stats.invgamma((dof - d + 1) / 2, scale=float(prior.scale[0, 0]) / 2)
-    elif ct == "diag":
-        var = cov[:, 0, 0]
-        ref = stats.invgamma(dof / 2, scale=float(np.asarray(prior.scale)[0]) / 2)
-    else:
-        var = cov[:, 0]
-        ref = stats.invgamma(dof / 2, scale=float(prior.scale) / 2)
-    assert stats.kstest(var, ref.cdf).pvalue > P_MIN
-    standard = (draws["means"][:, 0, 0] - prior.mean[0]) * np.sqrt(float(prior.kappa) / var)
-    assert stats.kstest(standard, stats.norm.cdf).pvalue > P_MIN
 
 
 def _nig_log_evidence(x, prior):
