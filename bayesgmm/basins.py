@@ -7,14 +7,16 @@ basin's posterior mass. Importance sampling with proposals fitted to each basin
 (:func:`bayesgmm.modes.importance_masses`) weighs separated modes in a few dimensions, but its
 weights degenerate in tens of dimensions. Here the proposal is annealed instead:
 
-1. every chain's draws (labels aligned within the chain) give one Gaussian in the sampler's flat
-   unconstrained space; their equal-weight mixture ``q`` covers every basin a chain found;
+1. chains whose means lie within a standard deviation of each other in every coordinate form
+   one basin (:func:`group_chains`); a Gaussian is fitted in the sampler's flat unconstrained
+   space to each basin's draws under every label permutation, and their equal-weight mixture
+   ``q`` covers every basin a chain found (:func:`basin_base`);
 2. tempered SMC (:func:`bayesgmm.smc.tempered_smc`) moves particles from ``q`` to the posterior
    through ``q^(1 - beta) p(z | X)^beta``, reweighting and resampling at each stage and moving
-   the particles with HMC (each with the mass matrix of the chain it was drawn from), so the
+   the particles with HMC (each with the mass matrix of the component it was drawn from), so the
    particles end in each basin in proportion to its posterior mass;
-3. each particle is classified by its nearest EM configuration (the posterior fraction near
-   each) and by the chain whose Gaussian it is most likely under (each chain's weight).
+3. a basin's weight is the share of final particles descended from it, averaged over two
+   independent runs whose difference is reported.
 
 The returned draws are then composed of the chains' draws in proportion to those weights
 (:func:`bayesgmm.modes.compose`), so a stuck chain counts for its basin's mass, not for one
@@ -27,7 +29,6 @@ from __future__ import annotations
 import itertools
 import math
 
-import jax
 import numpy as np
 
 from . import potential as _potential
@@ -127,7 +128,7 @@ def basin_base(aligned: dict, groups: np.ndarray, covariance_type: str):
 
 def weigh_chains(
     X, w, prior, all_samples: dict, draw_perm: np.ndarray, X_rows, configurations: np.ndarray,
-    covariance_type: str, rng_seed, tf, stop=None, progress_bar: bool = False,
+    covariance_type: str, rng_seed, progress_bar: bool = False,
 ) -> dict:  # fmt: skip
     """Posterior weight of every chain's basin, and the fraction near each configuration.
 
@@ -138,8 +139,6 @@ def weigh_chains(
     all_samples : dict of arrays (R, C, S, ...), constrained draws of every chain
     draw_perm : (R, C, S, K) label permutation aligning each draw with its mode's configuration
     X_rows, configurations : as in :func:`bayesgmm.modes.classify`
-    tf : the sampler's flat-vector maps (:func:`bayesgmm._nuts_compiled.potential_transforms`)
-    stop : threading.Event, optional
     progress_bar : bool
         Show the stages' progress (inverse temperature from 0 to 1) on stderr.
 
@@ -149,7 +148,7 @@ def weigh_chains(
     runs, shared by its chains), ``fractions`` (M,) of particles nearest each configuration,
     ``basin_weights_per_run``, their largest ``spread`` between runs and whether it is within
     ``AGREEMENT`` (``established``), ``basins`` (R, C), and the runs' ``stages`` (the most),
-    ``seconds`` (in all), ``unique_ancestors``, ``log_evidence``, ``acceptance``.
+    ``seconds`` (in all), ``unique_ancestors`` (the fewest) and ``log_evidence`` (the mean).
     """
     r, c, s = all_samples["weights"].shape[:3]
     k = all_samples["weights"].shape[-1]
@@ -171,7 +170,7 @@ def weigh_chains(
         runs.append(
             _one_run(
                 X, w, prior, k, covariance_type, seed, base, component_basin, groups,
-                X_rows, configurations, tf, stop,
+                X_rows, configurations,
                 f"weighing basins (tempered SMC {run + 1}/{REPEATS})" if progress_bar else None,
             )
         )  # fmt: skip
@@ -193,54 +192,37 @@ def weigh_chains(
         "seconds": float(sum(run["seconds"] for run in runs)),
         "unique_ancestors": int(min(run["unique_ancestors"] for run in runs)),
         "log_evidence": float(np.mean([run["log_evidence"] for run in runs])),
-        "acceptance": float(np.mean([run["acceptance"] for run in runs])),
         "num_particles": NUM_PARTICLES,
         "repeats": REPEATS,
         "basins": groups.reshape(r, c),
-        "mean_loglik": float(np.mean([run["mean_loglik"] for run in runs])),
     }
 
 
 def _one_run(
     X, w, prior, k, covariance_type, seed, base, component_basin, groups, X_rows,
-    configurations, tf, stop, bar_label,
+    configurations, bar_label,
 ) -> dict:  # fmt: skip
     """One tempered SMC run from ``base``: each basin's share of the particles, and more."""
-    # Float64 whatever the sampler's precision: the weights are differences of log-densities
-    # of hundreds of rows, and in float32 their rounding alone shifted a basin's weight (galaxies
-    # with two components: 0.06 against 0.16 in float64, with the importance-sampling
-    # reference at 0.18).
-    with jax.enable_x64(True):
-        args64 = (
-            np.asarray(X, np.float64),
-            np.asarray(w, np.float64),
-            type(prior)(*(np.asarray(a, np.float64) for a in prior)),
-        )
-        bar = None
-        if bar_label is not None:
-            from tqdm.auto import tqdm
+    bar = None
+    if bar_label is not None:
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=1.0, desc=bar_label, unit="beta")
+        bar = tqdm(total=1.0, desc=bar_label, unit="beta")
 
-        def progress(beta, stage):
-            if bar is not None:
-                bar.update(beta - bar.n)
-                bar.set_postfix(stage=stage, refresh=False)
+    def progress(beta, stage):
+        if bar is not None:
+            bar.update(beta - bar.n)
+            bar.set_postfix(stage=stage, refresh=False)
 
-        try:
-            result = _smc.tempered_smc(
-                X, w, prior, k, covariance_type, seed,
-                _smc.SMCSettings(num_particles=NUM_PARTICLES), base=base, dtype=np.float64,
-                progress=progress, stop=stop,
-            )  # fmt: skip
-        finally:
-            if bar is not None:
-                bar.close()
-        particles = {
-            name: np.asarray(a, np.float64)
-            for name, a in tf.constrain(result.particles, *args64).items()
-        }
-    P = allocation(X_rows, particles, covariance_type)
+    try:
+        result = _smc.tempered_smc(
+            X, w, prior, k, covariance_type, seed, _smc.SMCSettings(num_particles=NUM_PARTICLES),
+            base=base, progress=progress,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    P = allocation(X_rows, result.params, covariance_type)
     dist, _ = configuration_distance(P, configurations)
     nearest = np.argmin(dist, axis=1)
     # Each particle belongs to the basin its ancestor was drawn from. Not the basin whose
@@ -256,6 +238,4 @@ def _one_run(
         "seconds": result.seconds,
         "unique_ancestors": result.unique_ancestors,
         "log_evidence": result.log_evidence,
-        "acceptance": float(np.mean(result.acceptance)),
-        "mean_loglik": float(np.mean(result.loglik)),
     }

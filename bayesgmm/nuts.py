@@ -379,7 +379,7 @@ def sample_posterior(
             X_rows, configurations, ct,
         )  # fmt: skip
     weighed = _weigh_basins(
-        X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, tf,
+        X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all,
         host_keys(rng_key, (), stream=3), progress.bar is not None,
     )  # fmt: skip
     if weighed is not None and "chain_weights" in weighed:
@@ -496,7 +496,7 @@ def sample_posterior(
 
 
 def _weigh_basins(
-    X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, tf, seed,
+    X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all, seed,
     progress_bar=False,
 ):  # fmt: skip
     """Tempered-SMC weights of the chains' basins, when the chains disagree; else None.
@@ -517,7 +517,7 @@ def _weigh_basins(
     try:
         out = _basins.weigh_chains(
             X, w, prior, all_samples, draw_perm, X_rows, configurations, ct,
-            np.asarray(seed, np.uint32), tf, progress_bar=progress_bar,
+            np.asarray(seed, np.uint32), progress_bar=progress_bar,
         )  # fmt: skip
     except (RuntimeError, FloatingPointError, np.linalg.LinAlgError) as err:
         return {"error": f"{type(err).__name__}: {err}", "loglik_rhat": rhat}
