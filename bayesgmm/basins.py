@@ -33,7 +33,7 @@ import numpy as np
 
 from . import potential as _potential
 from . import smc as _smc
-from .modes import allocation
+from .modes import allocation, fit_gaussian, union_roots
 from .relabel import apply_permutation, configuration_distance
 
 __all__ = ["basin_base", "group_chains", "weigh_chains"]
@@ -43,9 +43,6 @@ __all__ = ["basin_base", "group_chains", "weigh_chains"]
 NUM_PARTICLES = 2000
 # Draws of each chain used to fit its Gaussian (thinned evenly).
 FIT_DRAWS = 500
-# Ridge added to each chain's covariance, relative to its mean variance: a coordinate a chain
-# barely moved still gets a proper Gaussian.
-RIDGE = 1e-6
 # Two chains are in one basin when their means differ by less than this many of their own
 # standard deviations in every coordinate (chains of one basin differ by Monte Carlo error, a
 # small fraction of a standard deviation; chains of different basins by several somewhere).
@@ -67,30 +64,16 @@ MAX_BASE_WORK = 400_000
 
 def group_chains(z: np.ndarray) -> np.ndarray:
     """Basin of every chain (the lowest chain index of its group), from draws (chains, S, size)."""
-    c, _, size = z.shape
     means = z.mean(1)
     var = z.var(1) + 1e-12
-    parent = np.arange(c)
-
-    def find(a):
-        while parent[a] != a:
-            a = parent[a]
-        return a
-
-    for i in range(c):
-        for j in range(i + 1, c):
-            d2 = np.max((means[i] - means[j]) ** 2 / (0.5 * (var[i] + var[j])))
-            if d2 < SAME_BASIN**2:
-                a, b = find(i), find(j)
-                parent[max(a, b)] = min(a, b)
-    return np.array([find(i) for i in range(c)])
-
-
-def _fit(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    size = z.shape[1]
-    cov = np.cov(z, rowvar=False).reshape(size, size)
-    cov = cov + RIDGE * max(float(np.trace(cov)) / size, 1e-12) * np.eye(size)
-    return z.mean(0), np.linalg.cholesky(cov)
+    c = z.shape[0]
+    pairs = [
+        (i, j)
+        for i in range(c)
+        for j in range(i + 1, c)
+        if np.max((means[i] - means[j]) ** 2 / (0.5 * (var[i] + var[j]))) < SAME_BASIN**2
+    ]
+    return union_roots(c, pairs)
 
 
 def basin_base(aligned: dict, groups: np.ndarray, covariance_type: str):
@@ -117,7 +100,8 @@ def basin_base(aligned: dict, groups: np.ndarray, covariance_type: str):
         for perm in perms:
             p = np.broadcast_to(np.asarray(perm), (draws["weights"].shape[0], k))
             permuted = apply_permutation(draws, p, covariance_type)
-            mean, chol = _fit(_potential.pack(_potential.unconstrain(permuted, covariance_type)))
+            z = _potential.pack(_potential.unconstrain(permuted, covariance_type))
+            mean, chol = fit_gaussian(z)
             means.append(mean)
             chols.append(chol)
             owner.append(g)

@@ -37,6 +37,8 @@ __all__ = [
     "classify",
     "compose",
     "configuration_fractions",
+    "fit_gaussian",
+    "union_roots",
     "weighted_fractions",
     "importance_masses",
     "mode_masses",
@@ -141,33 +143,43 @@ def classify(X_rows, samples: dict, configurations: np.ndarray, covariance_type:
     return draw_mode, draw_perm, chain_mode, outside, roots, nearest.reshape(r, c, s)
 
 
-def _merge_visited(counts: np.ndarray, n_draws: int) -> np.ndarray:
-    """Configurations that one chain moves between are one mode: ``roots[j]`` is j's mode.
-
-    ``counts`` (R, C, M) holds how many draws of each chain are nearest each configuration; a
-    chain that spends more than ``MERGE_FRACTION`` of its draws near a configuration other than
-    its main one joins the two (union-find, the lower index is the root).
-    """
-    m = counts.shape[-1]
-    parent = np.arange(m)
+def union_roots(n: int, pairs) -> np.ndarray:
+    """Groups of ``0..n-1`` joined by ``pairs`` (union-find): each item's group is its lowest
+    member."""
+    parent = np.arange(n)
 
     def find(a):
         while parent[a] != a:
             a = parent[a]
         return a
 
-    for row in counts.reshape(-1, m):
-        main = int(np.argmax(row))
-        for j in np.flatnonzero(row > MERGE_FRACTION * n_draws):
-            a, b = find(main), find(int(j))
-            parent[max(a, b)] = min(a, b)
-    return np.array([find(j) for j in range(m)])
+    for i, j in pairs:
+        a, b = find(int(i)), find(int(j))
+        parent[max(a, b)] = min(a, b)
+    return np.array([find(j) for j in range(n)])
 
 
-def _fit_t(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _merge_visited(counts: np.ndarray, n_draws: int) -> np.ndarray:
+    """Configurations that one chain moves between are one mode: ``roots[j]`` is j's mode.
+
+    ``counts`` (R, C, M) holds how many draws of each chain are nearest each configuration; a
+    chain that spends more than ``MERGE_FRACTION`` of its draws near a configuration other than
+    its main one joins the two.
+    """
+    rows = counts.reshape(-1, counts.shape[-1])
+    pairs = [
+        (int(np.argmax(row)), int(j))
+        for row in rows
+        for j in np.flatnonzero(row > MERGE_FRACTION * n_draws)
+    ]
+    return union_roots(counts.shape[-1], pairs)
+
+
+def fit_gaussian(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and lower Cholesky factor of the covariance of points ``z`` (N, dim)."""
     mean = z.mean(0)
     cov = np.cov(z, rowvar=False).reshape(z.shape[1], z.shape[1])
-    # A ridge keeps the proposal proper when a coordinate barely moved.
+    # A ridge keeps the Gaussian proper when a coordinate barely moved.
     cov = cov + 1e-8 * np.eye(z.shape[1]) * max(1.0, float(np.trace(cov)) / z.shape[1])
     return mean, np.linalg.cholesky(cov)
 
@@ -227,7 +239,7 @@ def importance_masses(
         n = draws["weights"].shape[0]
         idx = rng.choice(n, size=N_FIT, replace=n < N_FIT)
         z = np.asarray(unconstrain({k: a[idx] for k, a in draws.items()}), np.float64)
-        proposals[m] = _fit_t(z)
+        proposals[m] = fit_gaussian(z)
     z_all, log_p, cls = [], [], []
     dim = next(iter(proposals.values()))[0].shape[0]
     for m in modes:
@@ -290,14 +302,13 @@ def configuration_fractions(
     -------
     ndarray of shape (n_configurations,), summing to 1.
     """
-    out = np.zeros(n_configurations)
     total = sum(m for m in masses.values() if m > 0)
+    weights = np.zeros(chain_mode.shape)
     for mode, mass in masses.items():
-        chains = nearest[chain_mode == mode]  # (n_m, S)
-        if mass > 0 and chains.size:
-            counts = np.bincount(chains.ravel(), minlength=n_configurations)
-            out += mass / total * counts / chains.size
-    return out
+        members = chain_mode == mode
+        if mass > 0 and members.any():
+            weights[members] = mass / total / members.sum()
+    return weighted_fractions(nearest, weights, n_configurations)
 
 
 def weighted_fractions(
@@ -399,6 +410,39 @@ def describe(ref: dict) -> str:
     return f"weights ({ws}), means ({ms})"
 
 
+def _basin_lines(weighed: dict, n_chains: int, parts: list[str], rhat: float, ess: float):
+    """The warning's sentences on the tempered-SMC weighing of the chains' basins."""
+    lead = (
+        f"The {n_chains} chains settled in basins they do not leave (R-hat of the total "
+        f"log-likelihood over all of them {weighed['loglik_rhat']:.3f})"
+    )
+    if "error" in weighed:
+        return [
+            f"{lead}, and tempered SMC could not weigh their basins ({weighed['error']}): the "
+            "modes and their masses are not established."
+        ]
+    runs = np.round(weighed["basin_weights_per_run"], 3).tolist()
+    agreement = (
+        f"{weighed['repeats']} independent SMC runs agree on the basins' weights ({runs}, "
+        f"largest difference {weighed['spread']:.3f})."
+        if weighed["established"]
+        else f"But {weighed['repeats']} independent SMC runs disagree on the basins' weights "
+        f"({runs}, largest difference {weighed['spread']:.3f}): the masses are not established "
+        "(a basin unlike the Gaussian fitted to its chains, such as a funnel around a near-empty "
+        "component); the weights used are their mean."
+    )
+    return [
+        f"{lead}, so their share of the draws is no estimate of the basins' masses. Tempered SMC "
+        f"from the chains' basins ({weighed['num_particles']} particles, {weighed['stages']} "
+        "stages) weighs them; the returned chains hold each chain's draws in proportion to its "
+        "basin's weight (posterior.attrs['chain_weights']). Estimated posterior fraction nearest "
+        "each EM configuration: " + "; ".join(parts) + f". (The composed chains' largest R-hat is "
+        f"{rhat:.3f} and smallest bulk ESS {ess:.0f}; composed of several chains' draws, they are "
+        "not Markov chains, and the masses' precision is that of the SMC particles.)",
+        agreement,
+    ]
+
+
 def report(
     references, occupied, masses, is_ess, chain_mode, outside, loglik_all, num_chains,
     diagnostics=(1.0, np.inf), fractions=None, weighed=None,
@@ -475,40 +519,10 @@ def report(
         if f > 0
     ]
     basins = weighed is not None
-    if basins and "error" in weighed:
-        lines.append(
-            f"The {loglik_all.shape[0] * loglik_all.shape[1]} chains disagree beyond a label "
-            f"permutation (R-hat of the total log-likelihood over all of them "
-            f"{weighed['loglik_rhat']:.3f}) and tempered SMC could not weigh their basins "
-            f"({weighed['error']}): the modes and their masses are not established."
+    if basins:
+        lines.extend(
+            _basin_lines(weighed, loglik_all.shape[0] * loglik_all.shape[1], parts, rhat, ess)
         )
-    elif basins:
-        lines.append(
-            f"The {loglik_all.shape[0] * loglik_all.shape[1]} chains settled in basins they do "
-            f"not leave (R-hat of the total log-likelihood over all of them "
-            f"{weighed['loglik_rhat']:.3f}), so their share of the draws is no estimate of the "
-            f"basins' masses. Tempered SMC from the chains' basins ({weighed['num_particles']} "
-            f"particles, {weighed['stages']} stages) weighs them; the returned chains hold each "
-            "chain's draws in proportion to its basin's weight (posterior.attrs['chain_weights'])"
-            ". Estimated posterior fraction nearest each EM configuration: "
-            + "; ".join(parts)
-            + f". (The composed chains' largest R-hat is {rhat:.3f} and smallest bulk ESS "
-            f"{ess:.0f}; composed of several chains' draws, they are not Markov chains, and the "
-            "masses' precision is that of the SMC particles.)"
-        )
-        runs = np.round(weighed["basin_weights_per_run"], 3).tolist()
-        if weighed["established"]:
-            lines.append(
-                f"{weighed['repeats']} independent SMC runs agree on the basins' weights "
-                f"({runs}, largest difference {weighed['spread']:.3f})."
-            )
-        else:
-            lines.append(
-                f"But {weighed['repeats']} independent SMC runs disagree on the basins' weights "
-                f"({runs}, largest difference {weighed['spread']:.3f}): the masses are not "
-                "established (a basin unlike the Gaussian fitted to its chains, such as a "
-                "funnel around a near-empty component); the weights used are their mean."
-            )
     unconverged = bool(rhat > RHAT_TARGET or ess < ESS_TARGET) and not weighed_ok
     if unconverged:
         lines.append(

@@ -372,32 +372,39 @@ def sample_posterior(
         loglik_all = _modes.total_log_likelihood(X, w, all_samples, ct)  # (R, C, S)
     occupied = sorted({int(m) for m in chain_mode.ravel()})
     rng = np.random.default_rng(host_keys(rng_key, (), stream=2))
-    masses, is_ess = {occupied[0]: 1.0}, {}
-    if len(occupied) > 1:
-        masses, is_ess = _modes.mode_masses(
-            rng, tf, args, all_samples, (draw_mode, draw_perm, chain_mode, roots), occupied,
-            X_rows, configurations, ct,
-        )  # fmt: skip
     weighed = _weigh_basins(
         X, w, prior, all_samples, draw_perm, X_rows, configurations, ct, loglik_all,
         host_keys(rng_key, (), stream=3), progress.bar is not None,
     )  # fmt: skip
-    if weighed is not None and "chain_weights" in weighed:
-        # The chains' basins weighed by tempered SMC: each chain counts for its basin's mass.
-        lam = weighed["chain_weights"]
+    lam = None if weighed is None else weighed.get("chain_weights")
+    if lam is not None:
+        # The chains' basins weighed by tempered SMC: each chain counts for its basin's mass
+        # (these supersede importance sampling, which is not run), and the returned draws and
+        # their configuration fractions are composed chain by chain.
         masses = {m: float(lam[chain_mode == m].sum()) for m in occupied}
         # No importance-sampling ESS: SMC's own check (two runs agreeing) is in the report.
         is_ess = dict.fromkeys(occupied, np.nan)
         chain_id = np.arange(lam.size).reshape(lam.shape)
         weights = {int(i): float(x) for i, x in enumerate(lam.ravel())}
         idx = _modes.compose(rng, chain_id, weights, s.num_chains, s.num_samples)
-        single = False
-    elif single:
-        idx = np.stack(
-            np.meshgrid(0, np.arange(s.num_chains), np.arange(s.num_samples), indexing="ij"), -1
-        )[0]
+        fractions = _modes.weighted_fractions(nearest, lam, n_runs)
     else:
-        idx = _modes.compose(rng, chain_mode, masses, s.num_chains, s.num_samples)
+        masses, is_ess = {occupied[0]: 1.0}, {}
+        if len(occupied) > 1:
+            masses, is_ess = _modes.mode_masses(
+                rng, tf, args, all_samples, (draw_mode, draw_perm, chain_mode, roots), occupied,
+                X_rows, configurations, ct,
+            )  # fmt: skip
+        if single:
+            idx = np.stack(
+                np.meshgrid(0, np.arange(s.num_chains), np.arange(s.num_samples), indexing="ij"),
+                -1,
+            )[0]
+        else:
+            idx = _modes.compose(rng, chain_mode, masses, s.num_chains, s.num_samples)
+        fractions = _modes.configuration_fractions(nearest, chain_mode, masses, n_runs)
+    # The returned draws are all the draws, in their order (one run, not recomposed).
+    all_draws = single and lam is None
     pick = (idx[..., 0], idx[..., 1], idx[..., 2])  # each (C, S)
     out_stats = jax.tree.map(lambda a: np.asarray(a)[pick], stats)
     samples = {name: a[pick] for name, a in all_samples.items()}
@@ -415,8 +422,7 @@ def sample_posterior(
     }
     start = occupied[int(np.argmax([masses[m] for m in occupied]))]
     start = 0 if 0 in occupied and masses[0] >= _modes.MIN_MODE_MASS else start
-    # With one run the returned draws are all the draws, in the same order.
-    P = P_all if single else _modes.allocation(X_rows, flat, ct)
+    P = P_all if all_draws else _modes.allocation(X_rows, flat, ct)
     perm, _ = stephens_relabel(P, configurations[start])
     relabeled = np.any(perm != np.arange(k), axis=1)
     flat = apply_permutation(flat, perm, ct)
@@ -434,11 +440,6 @@ def sample_posterior(
     diagnostics = _modes.convergence(
         [posterior["weights"], posterior["means"], *invariant.values()]
     )
-    fractions = _modes.configuration_fractions(nearest, chain_mode, masses, n_runs)
-    if weighed is not None and "chain_weights" in weighed:
-        # The composed draws' fractions: each chain's, weighed by its basin's SMC weight (the
-        # chains mix within their basin; SMC's own particles, which move less, are in attrs).
-        fractions = _modes.weighted_fractions(nearest, weighed["chain_weights"], n_runs)
     report = _modes.report(
         references, occupied, masses, is_ess, chain_mode, outside, loglik_all, s.num_chains,
         diagnostics, fractions, weighed,
