@@ -180,7 +180,7 @@ def em_step(
     covariance_type: str,
     max_iter: int,
     block_size: int,
-    centred: bool = False,
+    centred: bool | None = None,
 ) -> EMState:
     """One E-step and, unless ``state.stop``, one M-step (see :func:`advance`)."""
     stats, ref = e_step(Xt, sample_weight, block_size, state.params, covariance_type, None, centred)
@@ -244,9 +244,10 @@ class FitStatic(NamedTuple):
     # candidate runs on (the fitting driver); False: every restart runs to the end and all are
     # returned (the sampler's reference fits want every mode).
     short_restarts: bool = False
-    # float64 only: centre the rows on every component instead of expanding the quadratic forms
-    # (see bayesgmm.stats), for components too far apart for the expansion's cancellation.
-    centred: bool = False
+    # True: centre the rows on every component; False: expand the quadratic forms about the
+    # mixture mean (see bayesgmm.stats); None: by dtype (float64 expands, float32 centres).
+    # The driver expands and fits again, centred, components too far apart for the expansion.
+    centred: bool | None = None
 
     @property
     def single(self) -> bool:
@@ -344,7 +345,7 @@ SHORT_EM_ITERS = 20
 
 
 def _loop(
-    Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size, centred=False
+    Xt, sample_weight, cfg, state, covariance_type, max_iter, block_size, centred=None
 ) -> EMState:
     return jax.lax.while_loop(
         lambda s: ~s.done,

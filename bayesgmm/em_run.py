@@ -84,15 +84,24 @@ def _fit_threaded(
         single=single,
         centred=static.centred,
     )
+    # Compiled here, once: the threads must not all compile the same program at once.
+    _share_e_step_jit.precompile(
+        Xt,
+        sample_weight,
+        state.params,
+        0,
+        covariance_type=covariance_type,
+        block_size=static.block_size,
+        n_threads=n_threads,
+        single=single,
+        centred=static.centred,
+    )
     with ThreadPoolExecutor(n_threads) as pool:
-        done, first = False, True
+        done = False
         while not done:
             params = state.params
-            # The first iteration runs in this thread: the threads must not all compile at once.
-            mapper = map if first else pool.map
             run = partial(_run_share, share, params, bool(jax.config.jax_enable_x64))
-            outs = list(mapper(run, range(n_threads)))
-            first = False
+            outs = list(pool.map(run, range(n_threads)))
             state, done = _advance_all_jit(
                 state,
                 [o[0] for o in outs],

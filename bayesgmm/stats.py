@@ -421,13 +421,15 @@ def e_step(
     params: GMMParams,
     covariance_type: str,
     blocks: Array | None = None,
-    centred: bool = False,
+    centred: bool | None = None,
 ) -> tuple[SuffStats, Array]:
     """The statistics of the responsibilities under ``params``, and the log-likelihood.
 
     ``blocks``, if given, restricts them to those row blocks (see :func:`sum_blocks`).
-    ``centred`` makes float64 centre the rows on every component as float32 does (for
-    components so far apart that the expansion's cancellation would show, see the driver).
+    ``centred``: True centres the rows on every component, False expands the quadratic forms
+    about the mixture mean, None chooses by dtype (float64 expands, float32 centres). The
+    fitting driver expands in both precisions and fits again, centred, when the components
+    sit too far apart for the expansion's cancellation (see there).
 
     Returns
     -------
@@ -436,10 +438,12 @@ def e_step(
         The reference points of ``stats``: the current means (float32), or the mixture mean
         repeated (float64, whose statistics come from the expansion's features).
     """
-    if centred or not _expands(params):
-        # float32 centres on every component: the expansion's cancellation (eps |xbar_k - c|^2
-        # in a variance) would hide variances as small as a maximum-likelihood reg_covar floor.
-        # float64 does too when asked (components too far apart, see the driver).
+    if centred is None:
+        centred = not _expands(params)
+    if centred:
+        # Without the driver's check, float32 centres on every component: the expansion's
+        # cancellation (eps |xbar_k - c|^2 in a variance) would hide variances as small as a
+        # maximum-likelihood reg_covar floor. Either precision centres when asked.
         log_prob = log_prob_fn(params, covariance_type, centred=True)
 
         def resp_fn(xt, xk, i):

@@ -1,11 +1,13 @@
 """The E-step kernel (:func:`bayesgmm.stats.e_step`) against an independent NumPy/SciPy reference.
 
-Both precisions run the expanded quadratic forms (two matrix products per row block) with the
-statistics taken about the mixture mean; float32 also sums its blocks with compensation. The
-reference computes the responsibilities with scipy.stats in float64 and the weighted counts, means
-and scatter matrices about each component's weighted mean directly. The data are centred, as the
-driver centres them, and walked in blocks of 256 rows (four blocks, the last overlapping its
-predecessor) with random sample weights.
+Both precisions run both kernels: the expanded quadratic forms (two matrix products per row
+block, the statistics taken about the mixture mean; float64's default, and float32's on large
+data in the fitting driver), and rows centred on every component (float32's default, and the
+driver's fallback for components far from the mixture mean); float32 also sums the expanded
+blocks with compensation. The reference computes the responsibilities with scipy.stats in
+float64 and the weighted counts, means and scatter matrices about each component's weighted
+mean directly. The data are centred, as the driver centres them, and walked in blocks of 256
+rows (four blocks, the last overlapping its predecessor) with random sample weights.
 
 Tolerances (relative to the largest entry of each quantity): float64 1e-9; float32 2e-5 for the
 counts, means and log-likelihood and 1e-4 for the scatter, which loses about
@@ -47,10 +49,10 @@ def _reference(X, w, params, covariance_type):
     return nk, means, scatter, float(w @ log_norm)
 
 
-def _kernel(X, w, params, covariance_type, dtype):
+def _kernel(X, w, params, covariance_type, dtype, centred=None):
     p = make_params(*(jnp.asarray(np.asarray(a), dtype) for a in params), covariance_type)
     Xt, wj = jnp.asarray(X.T, dtype), jnp.asarray(w, dtype)
-    run = jax.jit(lambda Xt, wj, p: e_step(Xt, wj, BLOCK, p, covariance_type))
+    run = jax.jit(lambda Xt, wj, p: e_step(Xt, wj, BLOCK, p, covariance_type, centred=centred))
     stats, ref = run(Xt, wj, p)
     # Every output stays in the data's precision (no silent promotion to float64).
     assert all(a.dtype == dtype for a in jax.tree.leaves((stats, ref)))
@@ -76,13 +78,14 @@ def _close(actual, expected, rtol):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * np.max(np.abs(expected)))
 
 
+@pytest.mark.parametrize("centred", [False, True], ids=["expanded", "centred"])
 @pytest.mark.parametrize("covariance_type", TYPES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_e_step_statistics_match_scipy(x64, data, covariance_type, dtype):
+def test_e_step_statistics_match_scipy(x64, data, covariance_type, dtype, centred):
     X, w = data
     start, _ = init_params(X, K, covariance_type, seed=3)
     params = (start["weights"], start["means"], start["covariances"])
-    nk, means, scatter, ll = _kernel(X, w, params, covariance_type, dtype)
+    nk, means, scatter, ll = _kernel(X, w, params, covariance_type, dtype, centred)
     ref_nk, ref_means, ref_scatter, ref_ll = _reference(X, w, params, covariance_type)
     if covariance_type == "tied":
         ref_scatter = ref_scatter.sum(0)
