@@ -10,9 +10,10 @@ of ``block_size`` columns with ``lax.scan``, read straight from ``Xt`` with ``la
 are (K, B) or (K, D, B), so every contraction over the rows of a block is a plain matrix product
 over contiguous memory. No array larger than (K, D, block_size) is ever formed.
 
-The float64 E-step (:func:`e_step`) expands the quadratic forms; float32 centres every row on
-every component's current mean (see below and :func:`e_step`), because the expansion's
-cancellation in float32 hides variances as small as a maximum-likelihood ``reg_covar`` floor.
+The E-step (:func:`e_step`) either expands the quadratic forms or centres every row on every
+component's current mean. float64 expands; float32 centres by default, because the expansion's
+cancellation in float32 can hide variances as small as a maximum-likelihood ``reg_covar`` floor,
+and the fitting driver expands float32 on large data and fits again, centred, where that shows.
 ``log pi_k N(x | mu_k, Sigma_k)`` is a quadratic polynomial in ``x``: ``theta_k . phi(x - c) +
 beta_k`` with features ``phi`` of the rows centred on one point ``c``, the mixture mean (full: the
 products ``x_i x_j``, ``i <= j``, and ``x``; diag: ``x_i^2`` and ``x``; spherical: ``|x|^2`` and
@@ -21,7 +22,7 @@ another, ``resp phi^T`` (K, F), which holds ``s1`` and ``s2`` about ``c``: half 
 centring and whitening the rows for every component, and no (K, D, B) array. The price is
 cancellation: about ``eps |x - c|^2 / sigma_k^2`` in the log-densities and ``eps |xbar_k - c|^2``
 in the variances (float64: 1e-8 at a 1e4-sigma separation; float32 would lose 1e-3 at 1e2
-sigma, which is why it centres instead). The EM loop counts a variance below what the statistics
+sigma, which is why it centres unless the driver checks). The EM loop counts a variance below what the statistics
 resolve as singular (``em.cancellation_floor``). ``sum_blocks(..., compensated=True)`` offers
 Kahan summation of block statistics for low precisions.
 
