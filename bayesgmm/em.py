@@ -56,6 +56,9 @@ class EMConfig(NamedTuple):
     prior: PriorParams | None
     singular_threshold: Array  # shape=(D,): variances at or below this are singular
     active: Array  # shape=(K,), bool: components in use (a prefix; the rest are padding)
+    # shape=(), int: the covariance structure fitted as full matrices in a program that serves
+    # every type of a search (bayesgmm.mstep.mixed_covariances); None: the program's own type
+    kind: Array | None = None
 
 
 def objective(stats: SuffStats, params: GMMParams, cfg: EMConfig, covariance_type: str) -> Array:
@@ -147,7 +150,7 @@ def advance(
     """
     obj = objective(stats, state.params, cfg, covariance_type)
     history = state.history.at[state.n_iter].set(obj)
-    new = m_step(stats, ref, cfg.prior, cfg.reg_covar, covariance_type, cfg.active)
+    new = m_step(stats, ref, cfg.prior, cfg.reg_covar, covariance_type, cfg.active, cfg.kind)
     singular = is_singular(new, cfg, covariance_type, cancellation_floor(stats, covariance_type))
     keep = state.stop | singular
     params = jax.tree.map(lambda a, b: jnp.where(keep, a, b), state.params, new)
@@ -228,6 +231,10 @@ class FitSettings(NamedTuple):
     # first ``n_active`` are used and the rest are padding, so one compiled program (vectorised
     # with ``vmap``) serves a whole search over K.
     n_active: Array
+    # shape=(n_candidates,), int, or None: with ``covariance_type="full"`` and no prior, the
+    # covariance structure of each candidate (an index into bayesgmm.params.COVARIANCE_TYPES),
+    # held as full matrices, so that one program serves every type of a search.
+    kinds: Array | None = None
 
 
 class FitStatic(NamedTuple):
@@ -280,17 +287,20 @@ def _start(
     """
     threshold = _singular_threshold(Xt, sample_weight, static.block_size)
 
-    def one(k_active, prior, key):
+    def one(k_active, prior, kind, key):
         cfg = EMConfig(
-            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active)
+            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active), kind
         )
         return cfg, _start_state(Xt, sample_weight, settings, static, cfg, key)
 
     keys = jax.random.split(settings.rng_key, static.n_init)
     if static.single:
-        return one(settings.n_active[0], jax.tree.map(lambda a: a[0], settings.prior), keys[0])
-    per_candidate = jax.vmap(one, in_axes=(None, None, 0))
-    return jax.vmap(per_candidate, in_axes=(0, 0, None))(settings.n_active, settings.prior, keys)
+        first = jax.tree.map(lambda a: a[0], (settings.prior, settings.kinds))
+        return one(settings.n_active[0], *first, keys[0])
+    per_candidate = jax.vmap(one, in_axes=(None, None, None, 0))
+    return jax.vmap(per_candidate, in_axes=(0, 0, 0, None))(
+        settings.n_active, settings.prior, settings.kinds, keys
+    )
 
 
 def _active(static: FitStatic, k_active: Array) -> Array:
@@ -327,6 +337,7 @@ def _start_state(
             settings.reg_covar,
             covariance_type,
             cfg.active,
+            cfg.kind,
         )
         if given is not None:
             params0 = with_given(params0, given, covariance_type)
@@ -403,9 +414,9 @@ def _restarts_in_turn(
     covariance_type, n_init, max_iter = static.covariance_type, static.n_init, static.max_iter
     short = min(max_iter, SHORT_EM_ITERS)
 
-    def candidate(k_active, prior):
+    def candidate(k_active, prior, kind):
         cfg = EMConfig(
-            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active)
+            settings.tol, settings.reg_covar, prior, threshold, _active(static, k_active), kind
         )
 
         def start(key):
@@ -446,10 +457,10 @@ def _restarts_in_turn(
         return finish(state, cfg, covariance_type)
 
     if static.n_candidates == 1:
-        prior = jax.tree.map(lambda a: a[0], settings.prior)
-        out = candidate(settings.n_active[0], prior)
+        prior, kind = jax.tree.map(lambda a: a[0], (settings.prior, settings.kinds))
+        out = candidate(settings.n_active[0], prior, kind)
         return jax.tree.map(lambda a: a[None, None], out)
-    out = jax.vmap(candidate)(settings.n_active, settings.prior)
+    out = jax.vmap(candidate)(settings.n_active, settings.prior, settings.kinds)
     return jax.tree.map(lambda a: a[:, None], out)
 
 

@@ -166,7 +166,10 @@ def _driver(Xt: Array, static: FitStatic, n_threads: int | None):
     if threads is None:
         threads = em.available_threads() if size >= em.THREADED_SIZE else 1
     threads = min(threads, -(-n // static.block_size))
-    return threads, (em._fit_unoptimized if size <= em._TINY else em._fit_optimized)
+    # The compiled program runs short restarts one after the other (em._restarts_in_turn), so
+    # its arithmetic per step is that of one restart.
+    step = size // static.n_init if static.short_restarts else size
+    return threads, (em._fit_unoptimized if step <= em._TINY else em._fit_optimized)
 
 
 def precompile(

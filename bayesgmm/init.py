@@ -121,8 +121,11 @@ def initial_params(
     reg_covar: Array,
     covariance_type: str,
     active: Array,
+    kind: Array | None = None,
 ) -> GMMParams:
     """Starting parameters by ``init``; one M-step from the starting responsibilities.
+
+    ``kind``: the covariance structure of a mixed-type program (see :func:`bayesgmm.mstep.m_step`).
 
     Only the ``active`` components (a prefix of the K) get data. The k-means seeding draws the
     same random numbers whatever ``active`` is, so a padded k-means start equals an unpadded one.
@@ -152,7 +155,7 @@ def initial_params(
     else:  # pragma: no cover - validated at the surface
         raise ValueError(f"unknown init {init!r}")
     stats = accumulate(Xt, w, block_size, centers, resp_fn, covariance_type)
-    return m_step(stats, centers, prior, reg_covar, covariance_type, active)
+    return m_step(stats, centers, prior, reg_covar, covariance_type, active, kind)
 
 
 def with_given(

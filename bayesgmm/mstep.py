@@ -44,6 +44,7 @@ def m_step(
     reg_covar: Array,
     covariance_type: str,
     active: Array | None = None,
+    kind: Array | None = None,
 ) -> GMMParams:
     """New parameters from statistics taken about ``ref_means``.
 
@@ -59,6 +60,11 @@ def m_step(
     active : bool array of shape (n_components,), optional
         Components that take part. Inactive ones get weight 0 and unit covariance, so that one
         compiled program serves every number of components up to ``n_components``.
+    kind : int array of shape (), optional
+        Maximum likelihood with full statistics and parameters only: the index in
+        :data:`bayesgmm.params.COVARIANCE_TYPES` of the covariance structure to fit, each held
+        as full matrices (:func:`mixed_covariances`), so that one compiled program serves
+        every covariance type of a model search.
     """
     k, d = ref_means.shape
     dtype = ref_means.dtype
@@ -70,6 +76,13 @@ def m_step(
     scatter = _scatter_about_mean(stats, nk, covariance_type)
     eye = jnp.eye(d, dtype=dtype)
 
+    if kind is not None:
+        if prior is not None or covariance_type != "full":
+            raise ValueError("kind needs maximum likelihood with full statistics")
+        nk_active = jnp.where(active, nk, 0)
+        cov = mixed_covariances(scatter, nk, nk_active, reg_covar, kind)
+        cov = jnp.where(active[:, None, None], cov, eye)
+        return make_params(nk_active / jnp.sum(nk_active), xbar, cov, "full")
     if prior is None:
         nk_active = jnp.where(active, nk, 0)
         weights = nk_active / jnp.sum(nk_active)
@@ -105,3 +118,29 @@ def m_step(
         mask = active.reshape((k,) + (1,) * (cov.ndim - 1))
         cov = jnp.where(mask, cov, unit)
     return make_params(weights, means, cov, covariance_type)
+
+
+def mixed_covariances(
+    scatter: Array, nk: Array, nk_active: Array, reg_covar: Array, kind: Array
+) -> Array:
+    """Maximum-likelihood covariances of structure ``kind``, as full matrices (K, D, D).
+
+    ``scatter`` (K, D, D) about each component's mean; ``kind`` indexes
+    :data:`bayesgmm.params.COVARIANCE_TYPES` (traced). The same updates as :func:`m_step`'s per
+    type: full ``S_k / n_k``, tied ``sum_k S_k / n`` for every component, diag the diagonal of
+    ``S_k / n_k``, spherical ``tr(S_k) / (D n_k)`` times the identity; ``reg_covar`` added to the
+    diagonal. All four are formed (K D^2 numbers, nothing beside the E-step) and one is kept.
+    """
+    k, d = scatter.shape[0], scatter.shape[-1]
+    eye = jnp.eye(d, dtype=scatter.dtype)
+    per = scatter / nk[:, None, None]
+    var = jnp.diagonal(per, axis1=-2, axis2=-1)
+    options = jnp.stack(
+        [
+            per,
+            jnp.broadcast_to(jnp.sum(scatter, axis=0) / jnp.sum(nk_active), (k, d, d)),
+            var[:, :, None] * eye,
+            (jnp.sum(var, axis=1) / d)[:, None, None] * eye,
+        ]
+    )
+    return options[kind] + reg_covar * eye

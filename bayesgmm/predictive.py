@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.special import gammaln, multigammaln, xlogy
 
 from . import _validation as v
 from ._tree import COVARIANCE_DIMS, PARAMETERS, covariance_type_of, posterior_group
@@ -178,6 +177,8 @@ def add_posterior_predictive(post, rng_key=0, stream: int = 0):
 
 
 def _log_inverse_gamma_np(x, shape, rate):
+    from scipy.special import gammaln  # imported on use: fits need no SciPy (0.3 s to import)
+
     return shape * np.log(rate) - gammaln(shape) - (shape + 1.0) * np.log(x) - rate / x
 
 
@@ -202,6 +203,8 @@ def log_prior_draws(draws: dict, prior: PriorParams, covariance_type: str) -> di
         inverse-gamma (diag, spherical) density; ``means``: log density of the means given the
         covariances. They add up to :func:`bayesgmm.priors.log_prior`.
     """
+    from scipy.special import gammaln, multigammaln, xlogy  # on use, as above
+
     ct = covariance_type
     w = np.asarray(draws["weights"], np.float64)
     mu = np.asarray(draws["means"], np.float64)

@@ -22,9 +22,10 @@ another, ``resp phi^T`` (K, F), which holds ``s1`` and ``s2`` about ``c``: half 
 centring and whitening the rows for every component, and no (K, D, B) array. The price is
 cancellation: about ``eps |x - c|^2 / sigma_k^2`` in the log-densities and ``eps |xbar_k - c|^2``
 in the variances (float64: 1e-8 at a 1e4-sigma separation; float32 would lose 1e-3 at 1e2
-sigma, which is why it centres unless the driver checks). The EM loop counts a variance below what the statistics
-resolve as singular (``em.cancellation_floor``). ``sum_blocks(..., compensated=True)`` offers
-Kahan summation of block statistics for low precisions.
+sigma, which is why it centres unless the driver checks). The EM loop counts a variance below
+what the statistics resolve as singular (``em.cancellation_floor``).
+``sum_blocks(..., compensated=True)`` offers Kahan summation of block statistics for low
+precisions.
 
 Scoring (:func:`log_prob_fn`, for ``predict`` and ``score_samples``) expands in float64 only;
 float32 there centres every row on every component's mean and whitens it with the precision
