@@ -30,8 +30,9 @@ from ._transform import (
     to_working,
 )
 from ._validation import check_rng_key
+from .mixed import merge_types, split_types
 from .numerics import float_dtype
-from .params import COVARIANCE_TYPES, GMMParams
+from .params import GMMParams
 from .priors import DataMoments, Prior, PriorParams, needs_data, resolve_prior
 from .stats import choose_block_size
 from .stats import data_moments as _data_moments
@@ -198,11 +199,11 @@ def fit_candidate_groups(
         _plan(X, sample_weight, ks, cov, prior, working=working, **settings) for cov, ks in groups
     ]
     reg_covar = settings["reg_covar"]
-    merged = _merge_types(planned)
+    merged = merge_types(planned)
     if merged is not None:
         # One program for every covariance type (small data, maximum likelihood): a cold search
         # traces and compiles one program instead of one per type.
-        outs = _split_types(planned, _run_jobs(*merged, n_threads)[0])
+        outs = split_types(planned, _run_jobs(*merged, n_threads)[0])
         return [_collect(p, [o], reg_covar, n_threads) for p, o in zip(planned, outs, strict=True)]
     programs = {}
     for Xt, w, jobs, _ in planned:
@@ -223,55 +224,6 @@ def fit_candidate_groups(
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(compile_one, programs.values()))
     return [_collect(p, _run_jobs(*p[:3], n_threads), reg_covar, n_threads) for p in planned]
-
-
-def _merge_types(planned):
-    """``(Xt, w, [job])``: the single-job plans of several covariance types as one full job.
-
-    None unless every plan is one vmapped job (small data) of a maximum-likelihood fit without
-    given starting parameters, the plans differ only in their type and candidates, and there
-    are several types. Each candidate's structure goes in ``FitSettings.kinds``.
-    """
-    if len(planned) < 2 or any(len(p[2]) != 1 for p in planned):
-        return None
-    jobs = [p[2][0] for p in planned]
-    statics = [job[2] for job in jobs]
-    settings = [job[1] for job in jobs]
-    if any(s.prior is not None or s.init_params is not None for s in settings):
-        return None
-    common = {st._replace(covariance_type="", n_candidates=0) for st in statics}
-    if len(common) != 1 or len({st.covariance_type for st in statics}) != len(statics):
-        return None
-    kinds = np.concatenate(
-        [np.full(len(s.n_active), COVARIANCE_TYPES.index(st.covariance_type), np.int32)
-         for s, st in zip(settings, statics, strict=True)]
-    )  # fmt: skip
-    members = [c for job in jobs for c in job[0]]
-    merged_settings = settings[0]._replace(
-        n_active=np.concatenate([s.n_active for s in settings]), kinds=kinds
-    )
-    static = statics[0]._replace(covariance_type="full", n_candidates=len(kinds))
-    return planned[0][0], planned[0][1], [(members, merged_settings, static)]
-
-
-def _split_types(planned, out: em.FitOutput) -> list[em.FitOutput]:
-    """The merged job's output (full matrices) back as one output per plan, in its own type."""
-    outs, start = [], 0
-    for p in planned:
-        ((_, settings, static),) = p[2]
-        n = len(settings.n_active)
-        part = jax.tree.map(lambda a, lo=start, hi=start + n: a[lo:hi], out)
-        start += n
-        params = part.params
-        cov, pc = np.asarray(params.covariances), np.asarray(params.precisions_chol)
-        if static.covariance_type == "tied":
-            cov, pc = cov[..., 0, :, :], pc[..., 0, :, :]
-        elif static.covariance_type == "diag":
-            cov, pc = np.diagonal(cov, 0, -2, -1), np.diagonal(pc, 0, -2, -1)
-        elif static.covariance_type == "spherical":
-            cov, pc = cov[..., 0, 0], pc[..., 0, 0]
-        outs.append(part._replace(params=params._replace(covariances=cov, precisions_chol=pc)))
-    return outs
 
 
 def _plan(

@@ -37,6 +37,7 @@ DRIVERS = {
     "relabel",
     "smc",
     "basins",
+    "mixed",
 }
 SURFACE = {"api", "select", "sampler", "posterior", "plotting", "cli"}
 MAX_LINES = 600
