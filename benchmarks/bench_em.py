@@ -1,4 +1,4 @@
-"""EM speed and memory: bayesgmm against scikit-learn (and gmmx when it is installed).
+"""EM speed and memory: bayesgmm against scikit-learn (and gmmx and mclust when installed).
 
 Every library fits the same data from the same starting parameters for exactly ``--iters``
 iterations (``tol=0``), in a subprocess of its own per configuration, so that its peak resident
@@ -28,7 +28,11 @@ driver centres them before a fit; every library sees the same rows. ``--markdown
 the rows of the README's table.
 
 scikit-learn computes in the dtype of X (it keeps float32). gmmx (float32 only, full and diag
-covariances) needs ``pip install gmmx``. This is a benchmark, not a test: nothing here runs in CI.
+covariances) needs ``pip install gmmx``. R's mclust (float64, full covariances: model VVV, its
+``em`` with ``emControl(tol = 0)`` from the same parameters; no ``reg_covar``, which moves the
+log-likelihood by far less than the agreement threshold) needs ``Rscript`` and the R package
+mclust (Debian: ``r-cran-mclust``); its time is R's ``system.time`` around ``em``, its memory
+the peak of the R process, data included. This is a benchmark, not a test: nothing here runs in CI.
 
     python benchmarks/bench_em.py --quick
     python benchmarks/bench_em.py --sizes 200000x16x16 --types full --dtypes float64 --iters 10
@@ -49,8 +53,9 @@ import numpy as np
 
 DEFAULT_SIZES = "1000x2x3,10000x8x4,100000x8x8,200000x16x16,1000000x16x16"
 QUICK_SIZES = "1000x2x3,20000x8x4"
-LIBRARIES = ("sklearn", "bayesgmm", "gmmx")
-MODULES = {"sklearn": "sklearn.mixture", "bayesgmm": "bayesgmm", "gmmx": "gmmx"}
+LIBRARIES = ("sklearn", "bayesgmm", "gmmx", "mclust")
+MODULES = {"sklearn": "sklearn.mixture", "bayesgmm": "bayesgmm", "gmmx": "gmmx", "mclust": "numpy"}
+MCLUST_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mclust_em.R")
 AGREE = {"float64": 1e-6, "float32": 1e-3}
 
 
@@ -190,6 +195,36 @@ def run_gmmx(X, p, covariance_type, iters, repeats):
     }
 
 
+def run_mclust(X, p, covariance_type, iters, repeats):
+    import tempfile
+
+    if covariance_type != "full" or X.dtype != np.float64:
+        return None
+    n, d = X.shape
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [os.path.join(tmp, f"{name}.bin") for name in ("X", "w", "m", "c")]
+        arrays = (X, p["weights"], p["means"], p["covariances"])
+        for path, a in zip(paths, arrays, strict=True):
+            np.ascontiguousarray(a, np.float64).tofile(path)
+        k = len(p["weights"])
+        cmd = ["Rscript", MCLUST_SCRIPT, paths[0], str(n), str(d), str(k), *paths[1:]]
+        out = subprocess.run(
+            [*cmd, str(iters), str(repeats)], capture_output=True, text=True, check=True
+        ).stdout
+    words = [line.split() for line in out.splitlines()]
+    rows = [w for w in words if w[:1] in (["first"], ["repeat"])]
+    times = [float(r[1]) for r in rows[1:]]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    MEMORY.update(first_peak_mib=peak, warm_base_mib=0.0, cpu_times=times)
+    return {
+        "first": float(rows[0][1]),
+        "times": times,
+        "ll": float(rows[-1][2]) / n,
+        "n_iter": int(float(rows[-1][3])),
+        "peak_override_mib": peak,
+    }
+
+
 def _status_mib(field: str) -> float | None:
     try:
         with open("/proc/self/status") as fh:
@@ -225,14 +260,15 @@ def worker(args) -> None:
     n, d, k = args.size
     X = make_data(n, d, k).astype(args.dtype)
     p = start_params(X.astype(np.float64), k, args.type)
-    run = {"sklearn": run_sklearn, "bayesgmm": run_bayesgmm, "gmmx": run_gmmx}[args.worker]
+    run = {"sklearn": run_sklearn, "bayesgmm": run_bayesgmm, "gmmx": run_gmmx,
+           "mclust": run_mclust}[args.worker]  # fmt: skip
     base = _reset_peak_rss()
     out = run(X, p, args.type, args.iters, args.repeats)
     if out is None:
         print(json.dumps(None))
         return
-    out["peak_mib"] = _peak_rss()
-    out["base_mib"] = base
+    out["peak_mib"] = out.pop("peak_override_mib", None) or _peak_rss()
+    out["base_mib"] = base if args.worker != "mclust" else 0.0
     out.update(MEMORY)
     out["data_mib"] = X.nbytes / 2**20
     print(json.dumps(out))
@@ -252,6 +288,12 @@ def parse_size(text: str) -> tuple[int, int, int]:
 
 
 def available(library: str) -> bool:
+    if library == "mclust":
+        probe = ["Rscript", "-e", "suppressMessages(library(mclust))"]
+        try:
+            return subprocess.run(probe, capture_output=True).returncode == 0
+        except OSError:
+            return False
     probe = f"import {MODULES[library]}"
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
@@ -446,15 +488,16 @@ def _short(n: int) -> str:
 def markdown(rows: list[dict], precision: list[dict]) -> str:
     """The README's table: one line per configuration, the libraries side by side."""
     lines = [
-        "| n x D, K | type | dtype | scikit-learn | bayesgmm | speed-up | gmmx "
+        "| n x D, K | type | dtype | scikit-learn | bayesgmm | speed-up | gmmx | mclust "
         "| bayesgmm cpu ms | bayesgmm peak MiB (data MiB) | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups: dict[tuple, dict] = {}
     for r in rows:
         groups.setdefault((r["n"], r["d"], r["k"], r["type"], r["dtype"]), {})[r["library"]] = r
     for (n, d, k, covariance_type, dtype), libs in groups.items():
         bg, sk, gx = libs.get("bayesgmm"), libs.get("sklearn"), libs.get("gmmx")
+        mc = libs.get("mclust")
 
         def ms(r):
             return "" if r is None else f"{r['ms_per_iter']:.3g}"
@@ -465,7 +508,7 @@ def markdown(rows: list[dict], precision: list[dict]) -> str:
         load = next(iter(libs.values()))["load"]
         lines.append(
             f"| {_short(n)} x {d}, {k} | {covariance_type} | {dtype} | {ms(sk)} | {ms(bg)} "
-            f"| {speedup} | {ms(gx)} | {cpu} | {memory} | {load[0]:.0f}-{load[1]:.0f} |"
+            f"| {speedup} | {ms(gx)} | {ms(mc)} | {cpu} | {memory} | {load[0]:.0f}-{load[1]:.0f} |"
         )
     lines += ["", *(_precision_line(c).lstrip("# ") for c in precision)]
     return "\n".join(lines)
