@@ -164,7 +164,14 @@ def bounded_jit(
                     _programs.popitem(last=False)
         return program
 
+    def program(*args, **static):
+        """The compiled program for these arguments: call it with the traced ones only.
+
+        For a loop that calls one program many times: it skips the lookup of every call."""
+        return get(args, static)
+
     call.precompile = precompile
+    call.program = program
     call.__wrapped__ = fun
     call.__doc__ = fun.__doc__
     return call

@@ -74,18 +74,9 @@ def _fit_threaded(
     """:func:`_fit` with the E-step of every iteration shared among ``n_threads`` threads."""
     cfg, state = _prepare_restarts_jit(Xt, sample_weight, settings, static=static)
     covariance_type, single = static.covariance_type, static.one_run
-    share = partial(
-        _share_e_step_jit,
-        Xt,
-        sample_weight,
-        covariance_type=covariance_type,
-        block_size=static.block_size,
-        n_threads=n_threads,
-        single=single,
-        centred=static.centred,
-    )
-    # Compiled here, once: the threads must not all compile the same program at once.
-    _share_e_step_jit.precompile(
+    # The compiled programs are looked up once, not every iteration; the E-step's is compiled
+    # here, in this thread: the threads must not all compile the same program at once.
+    share_program = _share_e_step_jit.program(
         Xt,
         sample_weight,
         state.params,
@@ -96,21 +87,19 @@ def _fit_threaded(
         single=single,
         centred=static.centred,
     )
+    share = partial(share_program, Xt, sample_weight)
+    advance = None
     with ThreadPoolExecutor(n_threads) as pool:
         done = False
         while not done:
-            params = state.params
-            run = partial(_run_share, share, params, bool(jax.config.jax_enable_x64))
+            run = partial(_run_share, share, state.params, bool(jax.config.jax_enable_x64))
             outs = list(pool.map(run, range(n_threads)))
-            state, done = _advance_all_jit(
-                state,
-                [o[0] for o in outs],
-                outs[0][1],
-                cfg,
-                covariance_type=covariance_type,
-                max_iter=static.max_iter,
-                single=single,
-            )
+            args = (state, [o[0] for o in outs], outs[0][1], cfg)
+            if advance is None:
+                advance = _advance_all_jit.program(
+                    *args, covariance_type=covariance_type, max_iter=static.max_iter, single=single
+                )
+            state, done = advance(*args)
             done = bool(done)
     return _finish_all_jit(state, cfg, covariance_type=covariance_type, single=single)
 
