@@ -500,7 +500,10 @@ def markdown(rows: list[dict], precision: list[dict]) -> str:
         mc = libs.get("mclust")
 
         def ms(r):
-            return "" if r is None else f"{r['ms_per_iter']:.3g}"
+            if r is None:
+                return ""
+            v = r["ms_per_iter"]
+            return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
         speedup = f"{bg['speedup']:.1f}x" if bg and sk else ""
         memory = f"{bg['peak_mib']:.0f} ({bg['data_mib']:.3g})" if bg else ""
