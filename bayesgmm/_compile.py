@@ -8,9 +8,10 @@ or ``JAX_COMPILATION_CACHE_DIR``) and switched off by ``BAYESGMM_NO_CACHE=1``. J
 have compiled anything in this process before (it fixes its cache settings at the first
 compilation); ``python -m bayesgmm`` and ``import bayesgmm`` followed by a fit satisfy this.
 Several processes may share the directory: JAX takes a file lock around each read and write
-when the ``filelock`` package is installed (then the directory is also kept under
-``_MAX_DISK_BYTES``); without it, a process that reads an entry while another is still
-writing it fails to decompress it, warns and compiles the program itself.
+with the ``filelock`` package, a dependency of bayesgmm (then the directory is also kept under
+``_MAX_DISK_BYTES``); without it (an install that left it out), a process that reads an
+entry while another is still writing it fails to decompress it, warns and compiles the program
+itself.
 
 In memory. :func:`bounded_jit` is ``jax.jit`` with at most ``max_programs()`` compiled
 programs kept (least recently used first out, ``BAYESGMM_MAX_PROGRAMS``, default 64). Each
