@@ -6,6 +6,12 @@ plans of several types (:func:`bayesgmm.driver._plan`, one vmapped job each) int
 covariances, each candidate's own structure a traced index (``FitSettings.kinds``, see
 :func:`bayesgmm.mstep.mixed_covariances`), and :func:`split_types` hands each plan its candidates
 back in its own type's shapes. Maximum likelihood only: the priors' updates differ by type.
+
+The loop's checks then see full matrices: a spherical variance is compared with every feature's
+singularity threshold (its own program compares it with their mean), and a tied covariance's
+cancellation floor is the largest of the components' (its own program weighs them by count).
+Both thresholds are about (100 eps)^2 of the data's variance, far below any variance a fit
+keeps; results equal the per-type programs' to round-off (tests/test_restarts.py).
 """
 
 from __future__ import annotations
