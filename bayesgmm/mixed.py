@@ -10,8 +10,9 @@ back in its own type's shapes. Maximum likelihood only: the priors' updates diff
 The loop's checks then see full matrices: a spherical variance is compared with every feature's
 singularity threshold (its own program compares it with their mean), and a tied covariance's
 cancellation floor is the largest of the components' (its own program weighs them by count).
-Both thresholds are about (100 eps)^2 of the data's variance, far below any variance a fit
-keeps; results equal the per-type programs' to round-off (tests/test_restarts.py).
+The threshold is (100 eps)^2 of a feature's variance and the floor 100 eps times a squared
+shift of a mean, both far below the variances fits keep; results equal the per-type programs'
+to round-off (tests/test_restarts.py).
 """
 
 from __future__ import annotations
