@@ -228,8 +228,8 @@ class FitSettings(NamedTuple):
     # entries left None come from ``init`` (whose starts then still differ by restart)
     init_params: tuple[Array | None, Array | None, Array | None] | None
     # shape=(n_candidates,), int: components of each candidate, at most ``n_components``; the
-    # first ``n_active`` are used and the rest are padding, so one compiled program (vectorised
-    # with ``vmap``) serves a whole search over K.
+    # first ``n_active`` are used and the rest are padding, so one compiled program (the
+    # candidates in turn, ``lax.map``) serves a whole search over K.
     n_active: Array
     # shape=(n_candidates,), int, or None: with ``covariance_type="full"`` and no prior, the
     # covariance structure of each candidate (an index into bayesgmm.params.COVARIANCE_TYPES),
@@ -460,7 +460,8 @@ def _restarts_in_turn(
         prior, kind = jax.tree.map(lambda a: a[0], (settings.prior, settings.kinds))
         out = candidate(settings.n_active[0], prior, kind)
         return jax.tree.map(lambda a: a[None, None], out)
-    out = jax.vmap(candidate)(settings.n_active, settings.prior, settings.kinds)
+    # One candidate after the other (see _fit).
+    out = jax.lax.map(lambda c: candidate(*c), (settings.n_active, settings.prior, settings.kinds))
     return jax.tree.map(lambda a: a[:, None], out)
 
 
@@ -534,8 +535,11 @@ def _fit(Xt: Array, sample_weight: Array, settings: FitSettings, static: FitStat
         )
         return finish(state, cfg, covariance_type)
 
-    out = over_fits(run, single)(cfg, state)
-    return jax.tree.map(lambda a: a[None, None], out) if single else out
+    if single:
+        return jax.tree.map(lambda a: a[None, None], run(cfg, state))
+    # The candidates one after the other, each in its own while_loop (their restarts together):
+    # under vmap every candidate of a search would iterate until the slowest one converged.
+    return jax.lax.map(lambda fits: jax.vmap(run)(*fits), (cfg, state))
 
 
 # Compiled programs are kept in a bounded cache (bayesgmm._compile): a process that fits many
