@@ -132,9 +132,10 @@ def fit_candidates(
 ) -> list[Outcome | str]:
     """EM fits of one covariance type and prior for several numbers of components.
 
-    The candidates run as :func:`plan_batches` groups them: one vmapped program padded to the
-    largest K on small data, else each candidate alone at a bucketed K, in parallel threads.
-    Restarts of a candidate run together under ``vmap``.
+    The candidates run as :func:`plan_batches` groups them: one program padded to the largest K
+    on small data (the candidates in turn), else each candidate alone at a bucketed K, in
+    parallel threads. A candidate's restarts run a few iterations each, in turn, and the best
+    runs on (``em._restarts_in_turn``).
 
     Parameters
     ----------
@@ -376,9 +377,9 @@ def _warn_if_cycled(best: Outcome, max_iter: int) -> None:
         )
 
 
-# Rows x largest K x features up to which a search over K runs as one vmapped program padded to
-# the largest K: on small data a fit costs little more at K = 9 than at K = 1, and one
-# compilation serves every candidate.
+# Rows x largest K x features up to which a search over K runs as one program padded to the
+# largest K (the candidates in turn): on small data a fit costs little more at K = 9 than at
+# K = 1, and one compilation serves every candidate.
 _ONE_BATCH = 2**15
 # Beyond it each candidate runs alone (its own while_loop, no waiting for the slowest
 # candidate) in a program for the smallest bucket that holds its K: k_max, k_max / 4, k_max / 16,

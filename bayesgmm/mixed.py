@@ -2,7 +2,7 @@
 
 A search over K and the four covariance types would compile one program per type. On small data
 compiling is most of a cold search's time and running is little, so :func:`merge_types` turns the
-plans of several types (:func:`bayesgmm.driver._plan`, one vmapped job each) into one job of full
+plans of several types (:func:`bayesgmm.driver._plan`, one job each) into one job of full
 covariances, each candidate's own structure a traced index (``FitSettings.kinds``, see
 :func:`bayesgmm.mstep.mixed_covariances`), and :func:`split_types` hands each plan its candidates
 back in its own type's shapes. Maximum likelihood only: the priors' updates differ by type.
@@ -27,9 +27,10 @@ from .params import COVARIANCE_TYPES
 def merge_types(planned):
     """``(Xt, w, [job])``: the single-job plans of several covariance types as one full job.
 
-    None unless every plan is one vmapped job (small data) of a maximum-likelihood fit without
-    given starting parameters, the plans differ only in their type and candidates, and there
-    are several types. Each candidate's structure goes in ``FitSettings.kinds``.
+    None unless every plan is one job of all its candidates (small data) of a
+    maximum-likelihood fit without given starting parameters, the plans differ only in their
+    type and candidates, and there are several types. Each candidate's structure goes in
+    ``FitSettings.kinds``.
     """
     if len(planned) < 2 or any(len(p[2]) != 1 for p in planned):
         return None
