@@ -138,10 +138,6 @@ def bounded_jit(
     def call(*args, **static):
         return get(args, static)(*args)
 
-    def precompile(*args, **static) -> None:
-        """Compile the program for these arguments (or find it in the caches); run nothing."""
-        get(args, static)
-
     def get(args, static):
         leaves, treedef = jax.tree.flatten(args)
         key = (
@@ -166,12 +162,12 @@ def bounded_jit(
         return program
 
     def program(*args, **static):
-        """The compiled program for these arguments: call it with the traced ones only.
+        """The compiled program for these arguments (compiled, or found in the caches, now).
 
-        For a loop that calls one program many times: it skips the lookup of every call."""
+        Call it with the traced arguments only. For precompiling, and for a loop that calls one
+        program many times: it skips the lookup of every call."""
         return get(args, static)
 
-    call.precompile = precompile
     call.program = program
     call.__wrapped__ = fun
     call.__doc__ = fun.__doc__

@@ -76,18 +76,15 @@ def m_step(
     scatter = _scatter_about_mean(stats, nk, covariance_type)
     eye = jnp.eye(d, dtype=dtype)
 
-    if kind is not None:
-        if prior is not None or covariance_type != "full":
-            raise ValueError("kind needs maximum likelihood with full statistics")
-        nk_active = jnp.where(active, nk, 0)
-        cov = mixed_covariances(scatter, nk, nk_active, reg_covar, kind)
-        cov = jnp.where(active[:, None, None], cov, eye)
-        return make_params(nk_active / jnp.sum(nk_active), xbar, cov, "full")
+    if kind is not None and (prior is not None or covariance_type != "full"):
+        raise ValueError("kind needs maximum likelihood with full statistics")
     if prior is None:
         nk_active = jnp.where(active, nk, 0)
         weights = nk_active / jnp.sum(nk_active)
         means = xbar
-        if covariance_type == "full":
+        if kind is not None:  # one structure of a mixed-type program, as full matrices
+            cov = mixed_covariances(scatter, nk, nk_active, reg_covar, kind)
+        elif covariance_type == "full":
             cov = scatter / nk[:, None, None] + reg_covar * eye
         elif covariance_type == "tied":
             cov = scatter / jnp.sum(nk_active) + reg_covar * eye

@@ -214,6 +214,7 @@ def run_mclust(X, p, covariance_type, iters, repeats):
     words = [line.split() for line in out.splitlines()]
     rows = [w for w in words if w[:1] in (["first"], ["repeat"])]
     times = [float(r[1]) for r in rows[1:]]
+    # The R process's own peak (data included), not this one's; R's time is its CPU time.
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     MEMORY.update(first_peak_mib=peak, warm_base_mib=0.0, cpu_times=times)
     return {
@@ -221,7 +222,8 @@ def run_mclust(X, p, covariance_type, iters, repeats):
         "times": times,
         "ll": float(rows[-1][2]) / n,
         "n_iter": int(float(rows[-1][3])),
-        "peak_override_mib": peak,
+        "peak_mib": peak,
+        "base_mib": 0.0,
     }
 
 
@@ -267,8 +269,8 @@ def worker(args) -> None:
     if out is None:
         print(json.dumps(None))
         return
-    out["peak_mib"] = out.pop("peak_override_mib", None) or _peak_rss()
-    out["base_mib"] = base if args.worker != "mclust" else 0.0
+    out.setdefault("peak_mib", _peak_rss())
+    out.setdefault("base_mib", base)
     out.update(MEMORY)
     out["data_mib"] = X.nbytes / 2**20
     print(json.dumps(out))

@@ -11,24 +11,12 @@ exactly the fit that centring from the start gives.
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import numpy as np
 import pytest
 
 import bayesgmm as bg
 from bayesgmm import driver
-
-
-@contextlib.contextmanager
-def _precision(x64: bool):
-    previous = bool(jax.config.jax_enable_x64)
-    jax.config.update("jax_enable_x64", x64)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 @pytest.fixture
@@ -53,7 +41,7 @@ def _blobs(n, centres, scales, seed=0):
 
 
 def _fit(X, k, covariance_type, x64, max_iter=200, tol=1e-6, init_params=None):
-    with _precision(x64):
+    with jax.enable_x64(x64):
         res = bg.Mixture(k, covariance_type).fit_em(
             X.astype(np.float64 if x64 else np.float32),
             n_init=2,
