@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C before the command line could take it over (see .cli)
+    sys.stderr.write("bayesgmm: interrupted\n")
+    sys.exit(130)
 
 sys.exit(main())
