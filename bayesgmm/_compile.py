@@ -22,7 +22,16 @@ fits many shapes keeps its memory bounded.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import importlib
+import json
+import logging
 import os
+import platform
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -180,5 +189,313 @@ def _compile(fun: Callable, static: dict, compiler_options: dict | None, args: t
     def program(*traced):
         return fun(*traced, **static)
 
-    jitted = jax.jit(program, compiler_options=compiler_options)
-    return jitted.lower(*args).compile()
+    store = _program_store(fun, static, compiler_options, args)
+    if store is not None:
+        found = store.load(args)
+        if found is not None:
+            return found
+    _jax_cache.hit = False
+    compiled = jax.jit(program, compiler_options=compiler_options).lower(*args).compile()
+    # An executable that JAX loaded from its own disk cache serializes without its kernels
+    # (jaxlib 0.12): only a freshly compiled one is kept.
+    if store is not None and not _jax_cache.hit:
+        store.save(compiled)
+    return compiled
+
+
+# ------------------------------------------------------------------ compiled programs on disk
+#
+# JAX's persistent cache skips XLA's compilation in a later process, but not the tracing and
+# lowering before it, which cost as much again for a fit on small data (and its first lowering
+# starts MLIR). So each program is also kept whole: its executable, serialized after the first
+# compilation, is loaded by a later process without tracing, lowering or compiling anything.
+# The file name hashes everything the program depends on: bayesgmm's own source, the versions of
+# JAX and NumPy, the configuration that changes lowering, the processor and XLA's flags (the
+# code is compiled for this host), the static arguments and the shapes and dtypes of the traced
+# ones. It assumes that a program's code is the package's source: patching a module's constants
+# at run time is not seen. Only single-device processes keep programs; programs whose static
+# arguments have no stable text (functions) are never kept. Loading a program runs native code
+# from the cache directory, as JAX's own cache does: it must be the user's own.
+
+ENV_CACHE_DIR = "BAYESGMM_CACHE_DIR"
+_MAX_STORED_BYTES = 512 << 20
+_STORED_SUFFIX = ".xla"
+_FORMAT = b"bayesgmm-program-1\n"
+_log = logging.getLogger(__name__)
+# Set when the directory cannot be written: the process stops serializing programs for nothing.
+_unwritable = False
+
+
+def programs_dir() -> str | None:
+    """Where compiled programs are kept for later processes, or None when caching is off.
+
+    ``$BAYESGMM_CACHE_DIR/programs`` if set, else ``programs`` beside :func:`cache_dir`; off with
+    ``BAYESGMM_NO_CACHE=1``.
+    """
+    if _unwritable or os.environ.get(ENV_NO_CACHE, "").strip() not in ("", "0"):
+        return None
+    root = os.environ.get(ENV_CACHE_DIR)
+    if root:
+        return os.path.join(root, "programs")
+    return os.path.join(os.path.dirname(cache_dir()), "programs")
+
+
+def _stable_text(value) -> str | None:
+    """A text for a static argument that is the same in every process, or None."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        parts = [_stable_text(v) for v in value]
+        if any(p is None for p in parts):
+            return None
+        name = type(value).__qualname__ if hasattr(value, "_fields") else type(value).__name__
+        return f"{name}({','.join(parts)})"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [(f.name, _stable_text(getattr(value, f.name))) for f in dataclasses.fields(value)]
+        if any(t is None for _, t in fields):
+            return None
+        return f"{type(value).__qualname__}({','.join(f'{n}={t}' for n, t in fields)})"
+    if isinstance(value, np.dtype):
+        return f"dtype({value.str})"
+    return None
+
+
+def _host_text() -> str:
+    # The executables are compiled for this processor's instruction set.
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith(("model name", "flags")):
+                    text += "|" + line.strip()
+                if line.strip() == "":  # the first processor is enough
+                    break
+    except OSError:
+        text += "|" + platform.processor()
+    return text
+
+
+@functools.cache
+def _environment_text() -> str:
+    # bayesgmm's source: any edit to the package makes every kept program stale.
+    digest = hashlib.sha256()
+    package = os.path.dirname(os.path.abspath(__file__))
+    for folder, dirs, files in sorted(os.walk(package)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, package).encode())
+                with open(path, "rb") as handle:
+                    digest.update(handle.read())
+    import jaxlib
+
+    return "|".join(
+        (
+            digest.hexdigest(),
+            jax.__version__,
+            getattr(jaxlib, "__version__", "?"),
+            np.__version__,
+            _host_text(),
+        )
+    )
+
+
+def _config_text() -> str:
+    # Settings that change what a traced function compiles to (read at every lookup: they may
+    # be switched inside a process, as ``jax.enable_x64`` does).
+    cfg = jax.config
+    names = (
+        "jax_enable_x64",
+        "jax_default_matmul_precision",
+        "jax_default_prng_impl",
+        "jax_threefry_partitionable",
+    )
+    return "|".join(
+        [str(getattr(cfg, name, None)) for name in names]
+        + [jax.default_backend(), os.environ.get("XLA_FLAGS", "")]
+    )
+
+
+def _program_store(fun: Callable, static: dict, compiler_options: dict | None, args: tuple):
+    folder = programs_dir()
+    if folder is None or jax.process_count() != 1 or jax.device_count() != 1:
+        return None
+    static_text = _stable_text(tuple(sorted(static.items())))
+    if static_text is None:
+        return None
+    leaves, treedef = jax.tree.flatten(args)
+    key = "\n".join(
+        (
+            _environment_text(),
+            _config_text(),
+            fun.__module__,
+            fun.__qualname__,
+            repr(sorted((compiler_options or {}).items())),
+            static_text,
+            str(treedef),
+            repr([_signature(x) for x in leaves]),
+        )
+    )
+    name = hashlib.sha256(key.encode()).hexdigest()[:40] + _STORED_SUFFIX
+    return _Stored(os.path.join(folder, name))
+
+
+class _Leaf:
+    pass
+
+
+def _encode_tree(treedef) -> str:
+    """A program's output structure as JSON: tuples, lists, dicts, None, bayesgmm's NamedTuples."""
+    leaf = _Leaf()
+
+    def encode(node):
+        if node is leaf:
+            return "*"
+        if node is None:
+            return None
+        if isinstance(node, tuple) and hasattr(node, "_fields"):
+            cls = type(node)
+            if not cls.__module__.startswith("bayesgmm."):
+                raise TypeError(f"a NamedTuple outside bayesgmm: {cls}")
+            return {"n": f"{cls.__module__}:{cls.__qualname__}", "c": [encode(c) for c in node]}
+        if type(node) in (tuple, list):
+            return {type(node).__name__: [encode(c) for c in node]}
+        if type(node) is dict:
+            return {"d": [[k, encode(v)] for k, v in node.items()]}
+        raise TypeError(f"a pytree node that is not kept: {type(node)}")
+
+    return json.dumps(encode(jax.tree.unflatten(treedef, [leaf] * treedef.num_leaves)))
+
+
+def _decode_tree(text: str):
+    def decode(node):
+        if node == "*":
+            return 0
+        if node is None:
+            return None
+        if "n" in node:
+            module, qualname = node["n"].split(":")
+            if not module.startswith("bayesgmm."):
+                raise ValueError(f"a NamedTuple outside bayesgmm: {module}")
+            cls = importlib.import_module(module)
+            for part in qualname.split("."):
+                cls = getattr(cls, part)
+            return cls(*[decode(c) for c in node["c"]])
+        if "tuple" in node:
+            return tuple(decode(c) for c in node["tuple"])
+        if "list" in node:
+            return [decode(c) for c in node["list"]]
+        return {k: decode(v) for k, v in node["d"]}
+
+    return jax.tree.structure(decode(json.loads(text)))
+
+
+# Whether the last compilation in this thread was a hit in JAX's persistent cache.
+_jax_cache = threading.local()
+
+
+def _note_jax_cache_hit(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _jax_cache.hit = True
+
+
+jax.monitoring.register_event_listener(_note_jax_cache_hit)
+
+# Custom calls into Python objects of the process that compiled the program.
+_HOST_CALLS = ("python_cpu_callback", "py_callback", "CallbackProgram")
+
+
+def _initialize_lapack() -> None:
+    # JAX loads its LAPACK kernels (Cholesky, triangular solves) when it lowers a program that
+    # uses them; a program loaded without lowering would call them unloaded.
+    from jaxlib import lapack
+
+    lapack._lapack.initialize()
+
+
+class _Stored:
+    """One program's file: the output structure (JSON) and the serialized executable."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def load(self, args: tuple):
+        try:
+            with open(self.path, "rb") as handle:
+                blob = handle.read()
+        except OSError:
+            return None
+        try:
+            from jax.experimental import serialize_executable
+
+            if not blob.startswith(_FORMAT):
+                raise ValueError("not a program of this version")
+            _initialize_lapack()
+            head, _, payload = blob[len(_FORMAT) :].partition(b"\n")
+            out_tree = _decode_tree(head.decode())
+            in_tree = jax.tree.structure((args, {}))
+            compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+        except Exception as error:  # damaged: compiled again (and kept again if compiled afresh)
+            _log.debug("program %s not loaded: %r", self.path, error)
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+            return None
+        try:
+            os.utime(self.path)  # most recently used, for the size bound
+        except OSError:
+            pass
+        return compiled
+
+    def save(self, compiled) -> None:
+        try:
+            from jax.experimental import serialize_executable
+
+            if any(name in compiled.as_text() for name in _HOST_CALLS):
+                raise ValueError("the program calls back into this process")
+            payload, _, out_tree = serialize_executable.serialize(compiled)
+            blob = _FORMAT + _encode_tree(out_tree).encode() + b"\n" + payload
+        except Exception as error:  # not serializable: later processes compile it again
+            _log.debug("program %s not kept: %r", self.path, error)
+            return
+        _write(self.path, blob)
+
+
+def _write(path: str, blob: bytes) -> None:
+    # Write to a file of its own and rename: another process sees the whole file or none.
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(blob)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+        _bound(folder)
+    except OSError as error:  # a full or read-only disk costs later processes only time
+        global _unwritable
+        _unwritable = True
+        _log.debug("compiled programs not kept in %s: %r", folder, error)
+
+
+def _bound(folder: str) -> None:
+    """Remove the least recently used programs beyond ``_MAX_STORED_BYTES``."""
+    entries = []
+    for entry in os.scandir(folder):
+        if entry.name.endswith(_STORED_SUFFIX):
+            try:
+                stat = entry.stat()
+            except OSError:
+                continue
+            entries.append((stat.st_mtime, stat.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries):
+        if total <= _MAX_STORED_BYTES:
+            break
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        total -= size

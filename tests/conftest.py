@@ -18,6 +18,11 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "bayesgmm-test-jax-cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+# bayesgmm's compiled programs (loaded whole by later processes, bayesgmm._compile) beside it, not in
+# the user's ~/.cache.
+os.environ.setdefault(
+    "BAYESGMM_CACHE_DIR", os.path.join(tempfile.gettempdir(), "bayesgmm-test-cache")
+)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

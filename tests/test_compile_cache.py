@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import weakref
@@ -118,3 +119,138 @@ def test_split_search_keeps_each_candidate_in_its_row(x64):
     assert abs(tab.loc[1, "log_likelihood"] - expected) < 1e-8 * abs(expected)
     single = bg.Mixture(3, "spherical").fit_em(X, n_init=1, init="kmeans")
     assert abs(tab.loc[3, "log_likelihood"] - single.log_likelihood) < 1e-8 * abs(expected)
+
+
+# ------------------------------------------------------------------ compiled programs on disk
+
+
+def _unseen_max_iter() -> int:
+    # A max_iter no earlier run compiled: the program is compiled here, not loaded from the
+    # suite's shared JAX cache (bayesgmm keeps only freshly compiled executables).
+    return 5000 + int.from_bytes(os.urandom(3), "little")
+
+
+def _fit_arrays(res) -> list[np.ndarray]:
+    return [np.asarray(a) for a in (res.weights, res.means, res.covariances)] + [
+        np.asarray(res.log_likelihood)
+    ]
+
+
+def test_stored_program_replaces_compiling_and_gives_the_same_fit(tmp_path, monkeypatch):
+    monkeypatch.setenv(_compile.ENV_CACHE_DIR, str(tmp_path))
+    X = np.random.default_rng(5).normal(size=(37, 3))
+    mix = bg.Mixture(2, "tied")
+    _compile.clear_programs()
+    max_iter = _unseen_max_iter()
+    first = _fit_arrays(mix.fit_em(X, n_init=2, rng_key=1, max_iter=max_iter))
+    files = list((tmp_path / "programs").glob("*.xla"))
+    assert len(files) == 1 and files[0].read_bytes().startswith(_compile._FORMAT)
+
+    _compile.clear_programs()  # a later process: nothing in memory, the file on disk
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("the program was compiled again instead of loaded")
+
+    monkeypatch.setattr(_compile._Stored, "save", no_tracing)
+    again = _fit_arrays(mix.fit_em(X, n_init=2, rng_key=1, max_iter=max_iter))
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)  # the same program: bit for bit
+
+
+def test_damaged_stored_program_is_compiled_and_written_again(tmp_path, monkeypatch):
+    monkeypatch.setenv(_compile.ENV_CACHE_DIR, str(tmp_path))
+    X = np.random.default_rng(6).normal(size=(29, 2))
+    mix = bg.Mixture(2, "diag")
+    _compile.clear_programs()
+    max_iter = _unseen_max_iter()
+    first = _fit_arrays(mix.fit_em(X, n_init=1, max_iter=max_iter))
+    (path,) = (tmp_path / "programs").glob("*.xla")
+    damaged = _compile._FORMAT + b"{}\nnot a module"
+    path.write_bytes(damaged)
+    _compile.clear_programs()
+    again = _fit_arrays(mix.fit_em(X, n_init=1, max_iter=max_iter))
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Removed, or written again when the program was compiled afresh (not found in JAX's cache).
+    assert not path.exists() or path.read_bytes() != damaged
+
+
+def test_stored_program_names_change_with_what_the_program_depends_on(monkeypatch, tmp_path):
+    import jax
+
+    monkeypatch.setenv(_compile.ENV_CACHE_DIR, str(tmp_path))
+    x32 = (np.zeros(3, np.float32),)
+
+    def path(fun, static, args, options=None):
+        return _compile._program_store(fun, static, options, args).path
+
+    base = path(_sin_times, {"p": 2.0}, x32)
+    assert path(_sin_times, {"p": 2.0}, x32) == base  # stable within (and across) processes
+    assert path(_sin_times, {"p": 3.0}, x32) != base
+    assert path(_sin_times, {"p": 2.0}, (np.zeros(4, np.float32),)) != base
+    assert path(_sin_times, {"p": 2.0}, x32, {"xla_backend_optimization_level": 0}) != base
+    with jax.enable_x64(True):
+        assert path(_sin_times, {"p": 2.0}, x32) != base
+    # Static values without a stable text (a function) and a switched-off cache keep no file.
+    assert _compile._program_store(_sin_times, {"p": np.sin}, None, x32) is None
+    monkeypatch.setenv(_compile.ENV_NO_CACHE, "1")
+    assert _compile._program_store(_sin_times, {"p": 2.0}, None, x32) is None
+
+
+def test_stored_programs_are_bounded_oldest_first(tmp_path, monkeypatch):
+    for i in range(5):
+        f = tmp_path / f"{i}{_compile._STORED_SUFFIX}"
+        f.write_bytes(b"x" * 100)
+        os.utime(f, (1000 + i, 1000 + i))
+    (tmp_path / "other.txt").write_bytes(b"y" * 1000)  # not ours: left alone
+    monkeypatch.setattr(_compile, "_MAX_STORED_BYTES", 250)
+    _compile._bound(str(tmp_path))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [f"3{_compile._STORED_SUFFIX}", f"4{_compile._STORED_SUFFIX}", "other.txt"]
+
+
+def test_unwritable_program_directory_only_costs_speed(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(_compile.ENV_CACHE_DIR, str(blocker))  # programs/ cannot be made in it
+    monkeypatch.setattr(_compile, "_unwritable", False)
+    X = np.random.default_rng(7).normal(size=(23, 2))
+    _compile.clear_programs()
+    res = bg.Mixture(1, "spherical").fit_em(X, n_init=1, max_iter=_unseen_max_iter())
+    np.testing.assert_allclose(np.asarray(res.means)[0], X.mean(axis=0), rtol=1e-5, atol=1e-6)
+    assert _compile._unwritable and _compile.programs_dir() is None
+
+
+_CHILD = """
+import numpy as np, bayesgmm as bg
+from bayesgmm import _compile
+saved = []
+save = _compile._Stored.save
+_compile._Stored.save = lambda self, *a: saved.append(1) or save(self, *a)
+X = np.random.default_rng(8).normal(size=(41, 2))
+res = bg.Mixture(2).fit_em(X)
+print(len(saved), repr(float(res.log_likelihood)))
+"""
+
+
+def test_a_later_process_loads_the_program_an_earlier_one_compiled(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "BAYESGMM_"))}
+    env |= {"BAYESGMM_CACHE_DIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
+    env |= {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+
+    def child():
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    saved_first, loglik_first = child()
+    saved_later, loglik_later = child()
+    assert (saved_first, saved_later) == ("1", "0")
+    assert loglik_first == loglik_later
+    # Without bayesgmm's file, JAX's own cache has the program: that executable is not kept
+    # (it would be written without its kernels), and the next process still fits.
+    shutil.rmtree(tmp_path / "programs")
+    assert child() == ["0", loglik_first]
+    assert not (tmp_path / "programs").exists()
+    assert child() == ["0", loglik_first]
