@@ -18,8 +18,8 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "bayesgmm-test-jax-cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
-# bayesgmm's compiled programs (loaded whole by later processes, bayesgmm._compile) beside it, not in
-# the user's ~/.cache.
+# bayesgmm's compiled programs (loaded whole by later processes, see bayesgmm._compile) in a
+# folder of the suite's own, not in the user's ~/.cache.
 os.environ.setdefault(
     "BAYESGMM_CACHE_DIR", os.path.join(tempfile.gettempdir(), "bayesgmm-test-cache")
 )
