@@ -13,6 +13,12 @@ with the ``filelock`` package, a dependency of bayesgmm (then the directory is a
 entry while another is still writing it fails to decompress it, warns and compiles the program
 itself.
 
+Whole programs on disk. JAX's cache still traces and lowers a program in every process; the
+programs of :func:`bounded_jit` are also kept as serialized executables in
+``$XDG_CACHE_HOME/bayesgmm/programs`` (or ``$BAYESGMM_CACHE_DIR/programs``; off with
+``BAYESGMM_NO_CACHE=1``, whatever JAX's own cache directory), which a later process loads
+without tracing, lowering or compiling: see "compiled programs on disk" below.
+
 In memory. :func:`bounded_jit` is ``jax.jit`` with at most ``max_programs()`` compiled
 programs kept (least recently used first out, ``BAYESGMM_MAX_PROGRAMS``, default 64). Each
 program is jitted from a function object of its own, so that evicting it frees the executable
@@ -454,7 +460,10 @@ class _Stored:
             if any(name in compiled.as_text() for name in _HOST_CALLS):
                 raise ValueError("the program calls back into this process")
             payload, _, out_tree = serialize_executable.serialize(compiled)
-            blob = _FORMAT + _encode_tree(out_tree).encode() + b"\n" + payload
+            head = _encode_tree(out_tree)
+            if _decode_tree(head) != out_tree:  # e.g. a NamedTuple defined inside a function
+                raise ValueError("the output structure does not survive its text")
+            blob = _FORMAT + head.encode() + b"\n" + payload
         except Exception as error:  # not serializable: later processes compile it again
             _log.debug("program %s not kept: %r", self.path, error)
             return

@@ -254,3 +254,20 @@ def test_a_later_process_loads_the_program_an_earlier_one_compiled(tmp_path):
     assert child() == ["0", loglik_first]
     assert not (tmp_path / "programs").exists()
     assert child() == ["0", loglik_first]
+
+
+def test_output_structures_are_written_as_text_and_read_back():
+    import jax
+
+    from bayesgmm.em import FitStatic
+
+    static = FitStatic(2, "full", "kmeans++", 10, 1, 8, 1)
+    tree = jax.tree.structure(({"a": [1, None, (2, 3)], "b": 4}, static))
+    assert _compile._decode_tree(_compile._encode_tree(tree)) == tree
+    from collections import namedtuple
+
+    import pytest
+
+    foreign = namedtuple("Foreign", "x y")(1, 2)  # a NamedTuple from outside bayesgmm
+    with pytest.raises(TypeError, match="outside bayesgmm"):
+        _compile._encode_tree(jax.tree.structure(foreign))
