@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from .numerics import log_det_cholesky, precision_cholesky_from_covariance
@@ -56,36 +57,43 @@ def log_det_precision_chol(prec_chol: Array, covariance_type: str, n_features: i
     return n_features * jnp.log(prec_chol)
 
 
+def _array_module(covariances):
+    # NumPy in, NumPy out: a FitResult's parameters may be float64 NumPy arrays while JAX runs
+    # in float32, and the reporting code (plots, the command line) wants them unrounded.
+    return np if isinstance(covariances, np.ndarray) else jnp
+
+
 def feature_variances(
     covariances: Array, covariance_type: str, n_components: int, n_features: int
 ) -> Array:
     """Every component's variance of every feature: shape (K, D), whatever the covariance type.
 
-    The one per-feature variance helper of the package (the command line's degeneracy check and
-    the sampler's jitter scale both need it).
+    NumPy arrays give a NumPy array (the command line's degeneracy report uses it).
     """
-    cov = jnp.asarray(covariances)
+    xp = _array_module(covariances)
+    cov = xp.asarray(covariances)
     k, d = n_components, n_features
     if covariance_type == "full":
-        return jnp.diagonal(cov, axis1=-2, axis2=-1)
+        return xp.diagonal(cov, axis1=-2, axis2=-1)
     if covariance_type == "tied":
-        return jnp.broadcast_to(jnp.diagonal(cov), (k, d))
+        return xp.broadcast_to(xp.diagonal(cov), (k, d))
     if covariance_type == "diag":
         return cov
-    return jnp.broadcast_to(cov[:, None], (k, d))
+    return xp.broadcast_to(cov[:, None], (k, d))
 
 
 def full_covariances(
     covariances: Array, covariance_type: str, n_components: int, n_features: int
 ) -> Array:
-    """Covariances expanded to shape (K, D, D), whatever the covariance type."""
+    """Covariances expanded to shape (K, D, D), whatever the covariance type (NumPy stays NumPy)."""
+    xp = _array_module(covariances)
     if covariance_type == "full":
         return covariances
     if covariance_type == "tied":
-        return jnp.broadcast_to(covariances, (n_components, n_features, n_features))
+        return xp.broadcast_to(covariances, (n_components, n_features, n_features))
     if covariance_type == "diag":
-        return covariances[:, :, None] * jnp.eye(n_features, dtype=covariances.dtype)
-    return covariances[:, None, None] * jnp.eye(n_features, dtype=covariances.dtype)
+        return covariances[:, :, None] * xp.eye(n_features, dtype=covariances.dtype)
+    return covariances[:, None, None] * xp.eye(n_features, dtype=covariances.dtype)
 
 
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:

@@ -92,11 +92,10 @@ def short(res) -> str:
 
 def variances(res) -> np.ndarray:
     """Every component's variance of every feature, shape (K, D)."""
-    from ..params import full_covariances
+    from ..params import feature_variances
 
-    k, d = res.n_components, res.n_features_in
-    cov = np.asarray(full_covariances(res.covariances, res.covariance_type, k, d), np.float64)
-    return np.diagonal(cov, axis1=1, axis2=2)
+    cov = np.asarray(res.covariances, np.float64)
+    return feature_variances(cov, res.covariance_type, res.n_components, res.n_features_in)
 
 
 def min_relative_variance(res, X) -> float:
