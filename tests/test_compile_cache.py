@@ -136,40 +136,36 @@ def _fit_arrays(res) -> list[np.ndarray]:
     ]
 
 
-def test_stored_program_replaces_compiling_and_gives_the_same_fit(tmp_path, monkeypatch):
+def _fit_once(tmp_path, monkeypatch, covariance_type, **fit_args):
+    """A fit whose program is compiled here and kept in tmp_path: the fit, its file, a refit."""
     monkeypatch.setenv(_compile.ENV_CACHE_DIR, str(tmp_path))
     X = np.random.default_rng(5).normal(size=(37, 3))
-    mix = bg.Mixture(2, "tied")
+    mix = bg.Mixture(2, covariance_type)
+    fit_args["max_iter"] = _unseen_max_iter()
     _compile.clear_programs()
-    max_iter = _unseen_max_iter()
-    first = _fit_arrays(mix.fit_em(X, n_init=2, rng_key=1, max_iter=max_iter))
-    files = list((tmp_path / "programs").glob("*.xla"))
-    assert len(files) == 1 and files[0].read_bytes().startswith(_compile._FORMAT)
+    first = _fit_arrays(mix.fit_em(X, **fit_args))
+    (path,) = (tmp_path / "programs").glob("*.xla")
+    assert path.read_bytes().startswith(_compile._FORMAT)
+    _compile.clear_programs()  # as in a later process: nothing in memory, the file on disk
+    return first, path, lambda: _fit_arrays(mix.fit_em(X, **fit_args))
 
-    _compile.clear_programs()  # a later process: nothing in memory, the file on disk
 
-    def no_tracing(*args, **kwargs):
+def test_stored_program_replaces_compiling_and_gives_the_same_fit(tmp_path, monkeypatch):
+    first, _, refit = _fit_once(tmp_path, monkeypatch, "tied", n_init=2, rng_key=1)
+
+    def no_compiling(*args, **kwargs):
         raise AssertionError("the program was compiled again instead of loaded")
 
-    monkeypatch.setattr(_compile._Stored, "save", no_tracing)
-    again = _fit_arrays(mix.fit_em(X, n_init=2, rng_key=1, max_iter=max_iter))
-    for a, b in zip(first, again, strict=True):
+    monkeypatch.setattr(_compile._Stored, "save", no_compiling)
+    for a, b in zip(first, refit(), strict=True):
         np.testing.assert_array_equal(a, b)  # the same program: bit for bit
 
 
 def test_damaged_stored_program_is_compiled_and_written_again(tmp_path, monkeypatch):
-    monkeypatch.setenv(_compile.ENV_CACHE_DIR, str(tmp_path))
-    X = np.random.default_rng(6).normal(size=(29, 2))
-    mix = bg.Mixture(2, "diag")
-    _compile.clear_programs()
-    max_iter = _unseen_max_iter()
-    first = _fit_arrays(mix.fit_em(X, n_init=1, max_iter=max_iter))
-    (path,) = (tmp_path / "programs").glob("*.xla")
+    first, path, refit = _fit_once(tmp_path, monkeypatch, "diag", n_init=1)
     damaged = _compile._FORMAT + b"{}\nnot a module"
     path.write_bytes(damaged)
-    _compile.clear_programs()
-    again = _fit_arrays(mix.fit_em(X, n_init=1, max_iter=max_iter))
-    for a, b in zip(first, again, strict=True):
+    for a, b in zip(first, refit(), strict=True):
         np.testing.assert_array_equal(a, b)
     # Removed, or written again when the program was compiled afresh (not found in JAX's cache).
     assert not path.exists() or path.read_bytes() != damaged
