@@ -200,6 +200,11 @@ def _compile(fun: Callable, static: dict, compiler_options: dict | None, args: t
         found = store.load(args)
         if found is not None:
             return found
+        # Named after its file: JAX's cache key starts with the module's name, so JAX's entry
+        # changes with everything bayesgmm's file name hashes (its source above all). Otherwise
+        # a new release whose programs lower the same would find them in JAX's cache, whose
+        # executables cannot be kept (below), and no later process would load them whole.
+        program.__name__ = program.__qualname__ = f"program_{store.name}"
     _jax_cache.hit = False
     compiled = jax.jit(program, compiler_options=compiler_options).lower(*args).compile()
     # An executable that JAX loaded from its own disk cache serializes without its kernels
@@ -343,8 +348,7 @@ def _program_store(fun: Callable, static: dict, compiler_options: dict | None, a
             repr([_signature(x) for x in leaves]),
         )
     )
-    name = hashlib.sha256(key.encode()).hexdigest()[:40] + _STORED_SUFFIX
-    return _Stored(os.path.join(folder, name))
+    return _Stored(folder, hashlib.sha256(key.encode()).hexdigest()[:40])
 
 
 class _Leaf:
@@ -423,8 +427,9 @@ def _initialize_lapack() -> None:
 class _Stored:
     """One program's file: the output structure (JSON) and the serialized executable."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, folder: str, name: str):
+        self.name = name
+        self.path = os.path.join(folder, name + _STORED_SUFFIX)
 
     def load(self, args: tuple):
         try:

@@ -253,6 +253,9 @@ def test_a_later_process_loads_the_program_an_earlier_one_compiled(tmp_path):
     (saved_a, loglik_first), (saved_b, loglik_b) = [result(p) for p in pair]
     assert sorted([saved_a, saved_b]) in (["0", "1"], ["1", "1"])
     assert loglik_b == loglik_first
+    # JAX's entry is named after bayesgmm's file, so both change with bayesgmm's source.
+    (stored,) = (tmp_path / "programs").glob("*.xla")
+    assert list((tmp_path / "bayesgmm" / "jax").glob(f"jit_program_{stored.stem}*"))
     saved_later, loglik_later = child()
     assert saved_later == "0"
     assert loglik_later == loglik_first
