@@ -65,6 +65,11 @@ def cache_dir() -> str:
     return os.path.join(base, "bayesgmm", "jax")
 
 
+def _caching_off() -> bool:
+    """``BAYESGMM_NO_CACHE`` set: neither JAX's cache nor bayesgmm's programs on disk."""
+    return os.environ.get(ENV_NO_CACHE, "").strip() not in ("", "0")
+
+
 def configure_persistent_cache() -> str | None:
     """Turn on the persistent compilation cache unless disabled or configured by the user.
 
@@ -73,7 +78,7 @@ def configure_persistent_cache() -> str | None:
     str or None
         The cache directory JAX uses (the user's own if they set one), or None when off.
     """
-    if os.environ.get(ENV_NO_CACHE, "").strip() not in ("", "0"):
+    if _caching_off():
         return None
     own = jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if own:
@@ -139,6 +144,16 @@ def _signature(x) -> tuple:
     return (tuple(np.shape(x)), str(dtype), bool(getattr(x, "weak_type", False)))
 
 
+def _tag(fun: Callable, compiler_options: dict | None) -> tuple:
+    return (fun.__module__, fun.__qualname__, tuple(sorted((compiler_options or {}).items())))
+
+
+def _lookup_key(tag: tuple, args: tuple, static: dict) -> tuple:
+    """A program's key: its function and options, static values, argument structure and types."""
+    leaves, treedef = jax.tree.flatten(args)
+    return (tag, tuple(sorted(static.items())), treedef, tuple(_signature(x) for x in leaves))
+
+
 def bounded_jit(
     fun: Callable, static_argnames: tuple[str, ...] = (), compiler_options: dict | None = None
 ) -> Callable:
@@ -148,26 +163,20 @@ def bounded_jit(
     and pytrees of them). A program is looked up by the static values and the shapes and dtypes
     of the traced arguments.
     """
-    tag = (fun.__module__, fun.__qualname__, tuple(sorted((compiler_options or {}).items())))
+    tag = _tag(fun, compiler_options)
 
     def call(*args, **static):
         return get(args, static)(*args)
 
     def get(args, static):
-        leaves, treedef = jax.tree.flatten(args)
-        key = (
-            tag,
-            tuple(sorted(static.items())),
-            treedef,
-            tuple(_signature(x) for x in leaves),
-        )
+        key = _lookup_key(tag, args, static)
         with _lock:
             program = _programs.get(key)
             if program is not None:
                 _programs.move_to_end(key)
                 _counts["hits"] += 1
         if program is None:
-            program = _compile(fun, static, compiler_options, args)
+            program = _compile(fun, static, compiler_options, args, key)
             with _lock:
                 _counts["misses"] += 1
                 _programs[key] = program
@@ -189,13 +198,13 @@ def bounded_jit(
     return call
 
 
-def _compile(fun: Callable, static: dict, compiler_options: dict | None, args: tuple):
+def _compile(fun: Callable, static: dict, compiler_options: dict | None, args: tuple, key: tuple):
     # A new function object per program: JAX's tracing, lowering and compilation caches hold
     # it weakly, so the executable goes when this cache lets the program go.
     def program(*traced):
         return fun(*traced, **static)
 
-    store = _program_store(fun, static, compiler_options, args)
+    store = _program_store(key)
     if store is not None:
         found = store.load(args)
         if found is not None:
@@ -243,7 +252,7 @@ def programs_dir() -> str | None:
     ``$BAYESGMM_CACHE_DIR/programs`` if set, else ``programs`` beside :func:`cache_dir`; off with
     ``BAYESGMM_NO_CACHE=1``.
     """
-    if _unwritable or os.environ.get(ENV_NO_CACHE, "").strip() not in ("", "0"):
+    if _unwritable or _caching_off():
         return None
     root = os.environ.get(ENV_CACHE_DIR)
     if root:
@@ -328,27 +337,18 @@ def _config_text() -> str:
     )
 
 
-def _program_store(fun: Callable, static: dict, compiler_options: dict | None, args: tuple):
+def _program_store(key: tuple):
+    """The file of the program that ``key`` (``bounded_jit``'s lookup key) names, or None."""
     folder = programs_dir()
     if folder is None or jax.process_count() != 1 or jax.device_count() != 1:
         return None
-    static_text = _stable_text(tuple(sorted(static.items())))
+    tag, static_items, treedef, signatures = key
+    static_text = _stable_text(static_items)
     if static_text is None:
         return None
-    leaves, treedef = jax.tree.flatten(args)
-    key = "\n".join(
-        (
-            _environment_text(),
-            _config_text(),
-            fun.__module__,
-            fun.__qualname__,
-            repr(sorted((compiler_options or {}).items())),
-            static_text,
-            str(treedef),
-            repr([_signature(x) for x in leaves]),
-        )
-    )
-    return _Stored(folder, hashlib.sha256(key.encode()).hexdigest()[:40])
+    parts = (_environment_text(), _config_text(), repr(tag), static_text, str(treedef))
+    text = "\n".join(parts + (repr(signatures),))
+    return _Stored(folder, hashlib.sha256(text.encode()).hexdigest()[:40])
 
 
 class _Leaf:
@@ -412,8 +412,9 @@ def _note_jax_cache_hit(event: str, **kwargs) -> None:
 
 jax.monitoring.register_event_listener(_note_jax_cache_hit)
 
-# Custom calls into Python objects of the process that compiled the program.
-_HOST_CALLS = ("python_cpu_callback", "py_callback", "CallbackProgram")
+# The custom-call targets of host callbacks (xla_python_cpu_callback, its FFI version): they
+# call Python objects of the process that compiled the program.
+_HOST_CALL = "python_cpu_callback"
 
 
 def _initialize_lapack() -> None:
@@ -462,7 +463,7 @@ class _Stored:
         try:
             from jax.experimental import serialize_executable
 
-            if any(name in compiled.as_text() for name in _HOST_CALLS):
+            if _HOST_CALL in compiled.as_text():
                 raise ValueError("the program calls back into this process")
             payload, _, out_tree = serialize_executable.serialize(compiled)
             head = _encode_tree(out_tree)

@@ -177,8 +177,12 @@ def test_stored_program_names_change_with_what_the_program_depends_on(monkeypatc
     monkeypatch.setenv(_compile.ENV_CACHE_DIR, str(tmp_path))
     x32 = (np.zeros(3, np.float32),)
 
-    def path(fun, static, args, options=None):
-        return _compile._program_store(fun, static, options, args).path
+    def store(fun, static, args, options=None):
+        key = _compile._lookup_key(_compile._tag(fun, options), args, static)
+        return _compile._program_store(key)
+
+    def path(*args, **kwargs):
+        return store(*args, **kwargs).path
 
     base = path(_sin_times, {"p": 2.0}, x32)
     assert path(_sin_times, {"p": 2.0}, x32) == base  # stable within (and across) processes
@@ -188,9 +192,9 @@ def test_stored_program_names_change_with_what_the_program_depends_on(monkeypatc
     with jax.enable_x64(True):
         assert path(_sin_times, {"p": 2.0}, x32) != base
     # Static values without a stable text (a function) and a switched-off cache keep no file.
-    assert _compile._program_store(_sin_times, {"p": np.sin}, None, x32) is None
+    assert store(_sin_times, {"p": np.sin}, x32) is None
     monkeypatch.setenv(_compile.ENV_NO_CACHE, "1")
-    assert _compile._program_store(_sin_times, {"p": 2.0}, None, x32) is None
+    assert store(_sin_times, {"p": 2.0}, x32) is None
 
 
 def test_stored_programs_are_bounded_oldest_first(tmp_path, monkeypatch):
