@@ -39,6 +39,7 @@ import os
 import platform
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -238,6 +239,9 @@ def _compile(fun: Callable, static: dict, compiler_options: dict | None, args: t
 # from the cache directory, as JAX's own cache does: it must be the user's own.
 
 ENV_CACHE_DIR = "BAYESGMM_CACHE_DIR"
+# Recorded (jax.monitoring, with fun_name) for each program loaded from the disk store, as JAX
+# records its own compilations and cache loads: whoever counts compilations can count these.
+PROGRAM_LOAD_EVENT = "/bayesgmm/program_store/load_duration_secs"
 _MAX_STORED_BYTES = 512 << 20
 _STORED_SUFFIX = ".xla"
 _FORMAT = b"bayesgmm-program-1\n"
@@ -433,6 +437,7 @@ class _Stored:
         self.path = os.path.join(folder, name + _STORED_SUFFIX)
 
     def load(self, args: tuple):
+        start = time.perf_counter()
         try:
             with open(self.path, "rb") as handle:
                 blob = handle.read()
@@ -457,6 +462,9 @@ class _Stored:
             os.utime(self.path)  # most recently used, for the size bound
         except OSError:
             pass
+        jax.monitoring.record_event_duration_secs(
+            PROGRAM_LOAD_EVENT, time.perf_counter() - start, fun_name=self.name
+        )
         return compiled
 
     def save(self, compiled) -> None:

@@ -151,14 +151,28 @@ def _fit_once(tmp_path, monkeypatch, covariance_type, **fit_args):
 
 
 def test_stored_program_replaces_compiling_and_gives_the_same_fit(tmp_path, monkeypatch):
-    first, _, refit = _fit_once(tmp_path, monkeypatch, "tied", n_init=2, rng_key=1)
+    first, path, refit = _fit_once(tmp_path, monkeypatch, "tied", n_init=2, rng_key=1)
 
     def no_compiling(*args, **kwargs):
         raise AssertionError("the program was compiled again instead of loaded")
 
+    import jax
+
+    loads = []
+
+    def listener(event, duration, **kwargs):
+        if event == _compile.PROGRAM_LOAD_EVENT:
+            loads.append(kwargs["fun_name"])
+
     monkeypatch.setattr(_compile._Stored, "save", no_compiling)
-    for a, b in zip(first, refit(), strict=True):
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        refitted = refit()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    for a, b in zip(first, refitted, strict=True):
         np.testing.assert_array_equal(a, b)  # the same program: bit for bit
+    assert loads == [path.name.removesuffix(".xla")], "each load is recorded with its program"
 
 
 def test_damaged_stored_program_is_compiled_and_written_again(tmp_path, monkeypatch):
