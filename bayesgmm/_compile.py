@@ -458,10 +458,8 @@ class _Stored:
             with contextlib.suppress(OSError):
                 os.remove(self.path)
             return None
-        try:
+        with contextlib.suppress(OSError):
             os.utime(self.path)  # most recently used, for the size bound
-        except OSError:
-            pass
         jax.monitoring.record_event_duration_secs(
             PROGRAM_LOAD_EVENT, time.perf_counter() - start, fun_name=self.name
         )
