@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import clean_env, load, machine, markdown_table, run_child
 
 JAX_ONLY = r"""
 import json, time
@@ -101,12 +97,7 @@ print(json.dumps({"s": time.perf_counter() - t0}))
 
 
 def child(code: str, npy: Path, env: dict) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(npy)], capture_output=True, text=True, env=env
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"child failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["s"]
+    return run_child(code, str(npy), env=env)["s"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,13 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bayesgmm.datasets import load_faithful
 
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("JAX_", "BAYESGMM_", "XLA_")) and k != "XDG_CACHE_HOME"
-    }
-    base["PYTHONPATH"] = str(ROOT) + os.pathsep + base.get("PYTHONPATH", "")
-    base["JAX_PLATFORMS"] = "cpu"
+    base = clean_env(JAX_PLATFORMS="cpu")
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         npy = Path(tmp) / "faithful.npy"
@@ -147,23 +132,26 @@ def main(argv: list[str] | None = None) -> int:
             "bayesgmm fit_em, JAX's cache only": (BAYESGMM_FIT, jax_only, True),
             "bayesgmm fit_em, both caches (later process)": (BAYESGMM_FIT, cached, False),
         }
-        python = sys.version.split()[0]
-        print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {python}")
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"machine: {machine()}")
+        print(f"load average before: {load()}")
         for _ in range(args.runs):
             for name, (code, env, drop_programs) in rows.items():
                 if drop_programs:
                     shutil.rmtree(programs, ignore_errors=True)
                 times.setdefault(name, []).append(child(code, npy, env))
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {load()}")
     if args.markdown:
-        print(
-            "| fresh process: import, then a first fit on faithful (K=2, full, float32) "
-            "| median s | min s | max s |"
-        )
-        print("| --- | --- | --- | --- |")
-        for name, ts in times.items():
-            print(f"| {name} | {statistics.median(ts):.2f} | {min(ts):.2f} | {max(ts):.2f} |")
+        columns = [
+            "fresh process: import, then a first fit on faithful (K=2, full, float32)",
+            "median s",
+            "min s",
+            "max s",
+        ]
+        rows = [
+            [name, f"{statistics.median(ts):.2f}", f"{min(ts):.2f}", f"{max(ts):.2f}"]
+            for name, ts in times.items()
+        ]
+        print(markdown_table(columns, rows))
     else:
         for name, ts in times.items():
             print(

@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import clean_env, load, run_child
 
 # argv: json of {case, options}. Prints one JSON line.
 PROGRAM_CHILD = r"""
@@ -83,13 +79,8 @@ print(json.dumps({"seconds": time.perf_counter() - t0}))
 
 
 def child(code: str, *args: str, x64: bool) -> dict:
-    env = dict(os.environ, BAYESGMM_NO_CACHE="1", JAX_ENABLE_X64="1" if x64 else "0")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    env = clean_env(BAYESGMM_NO_CACHE="1", JAX_ENABLE_X64="1" if x64 else "0")
+    return run_child(code, *args, env=env)
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -101,7 +92,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per figure")
     parser.add_argument("--float64", action="store_true", help="JAX_ENABLE_X64=1")
     args = parser.parse_args()
-    print("load average before:", os.getloadavg())
+    print(f"load average before: {load()}")
     levels = {"O2 (XLA default)": None, "O1 (FAST_COMPILE)": {"xla_backend_optimization_level": 1}}
     for case in ("faithful_fit_em", "faithful_select_full", "four_clusters_k8"):
         for name, opts in levels.items():
@@ -117,7 +108,7 @@ def main() -> None:
         secs = sorted(r["seconds"] for r in runs)
         print(f"cold import + first {what} on faithful: median {statistics.median(secs):.2f} s"
               f" (runs {', '.join(f'{s:.2f}' for s in secs)})")  # fmt: skip
-    print("load average after:", os.getloadavg())
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -44,8 +43,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import clean_env, load, machine, markdown_table, run_child
 
-ROOT = Path(__file__).resolve().parents[1]
 TYPES = ("full", "tied", "diag", "spherical")
 MCLUST = {"full": "VVV", "tied": "EEE", "diag": "VVI", "spherical": "VII"}
 TOL = 1e-3
@@ -147,30 +146,14 @@ def mclust_available(rscript: str) -> str | None:
 
 def run_bayesgmm(npy: Path, repeats: int, dtype: str, cache_home: str | None = None) -> dict:
     """One child process; ``cache_home``: use bayesgmm's disk cache there, else none at all."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("JAX_COMPILATION_CACHE_DIR", "BAYESGMM_CACHE_DIR")
-    }
-    env["JAX_ENABLE_X64"] = "1" if dtype == "float64" else "0"
+    env = clean_env(JAX_ENABLE_X64="1" if dtype == "float64" else "0")
     if cache_home is None:
         env["BAYESGMM_NO_CACHE"] = "1"
     else:
-        env.pop("BAYESGMM_NO_CACHE", None)
         env["XDG_CACHE_HOME"] = cache_home
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", BAYESGMM_CHILD, str(npy), str(repeats)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    wall = time.perf_counter() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"bayesgmm child failed:\n{out.stderr[-3000:]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["process_s"] = wall
+    res = run_child(BAYESGMM_CHILD, str(npy), str(repeats), env=env)
+    res["process_s"] = time.perf_counter() - start
     return res
 
 
@@ -215,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"machine: {machine()}")
+    print(f"load average before: {load()}")
     print("cold times include compilation (no persistent cache unless stated)")
     no_mclust = mclust_available(args.rscript)
     if no_mclust:
@@ -301,22 +284,31 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"  done: {name} bayesgmm {dtype}", file=sys.stderr)
 
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    header = (
-        "| data | library | precision | cold s | process s | cold fit_em s | disk-cache cold s "
-        "| disk-cache fit_em s | warm median s | chosen | loglik | BIC (mclust sign) "
-        "| at least as good as mclust |"
-    )
-    print(header)
-    print("|" + " --- |" * 13)
-    for r in results:
-        print(
-            f"| {r['data']} | {r['library']} | {r['precision']} | {r['cold_s']:.2f} "
-            f"| {r['process_s']:.2f} | {r['fit_cold_s']:.2f} | {r['disk_cold_s']:.2f} "
-            f"| {r['disk_fit_s']:.2f} "
-            f"| {r['warm_s']:.2f} | {r['model']} | {r['loglik']:.3f} "
-            f"| {r['bic']:.3f} | {r['note']} |"
-        )
+    print(f"load average after: {load()}")
+    columns = [
+        "data", "library", "precision", "cold s", "process s", "cold fit_em s",
+        "disk-cache cold s", "disk-cache fit_em s", "warm median s", "chosen", "loglik",
+        "BIC (mclust sign)", "at least as good as mclust",
+    ]  # fmt: skip
+    rows = [
+        [
+            r["data"],
+            r["library"],
+            r["precision"],
+            f"{r['cold_s']:.2f}",
+            f"{r['process_s']:.2f}",
+            f"{r['fit_cold_s']:.2f}",
+            f"{r['disk_cold_s']:.2f}",
+            f"{r['disk_fit_s']:.2f}",
+            f"{r['warm_s']:.2f}",
+            r["model"],
+            f"{r['loglik']:.3f}",
+            f"{r['bic']:.3f}",
+            r["note"],
+        ]  # fmt: skip
+        for r in results
+    ]
+    print(markdown_table(columns, rows))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -46,7 +46,7 @@ from scipy.special import logsumexp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from _provenance import commit  # noqa: E402  (this folder, run as a script)
+from _common import commit  # noqa: E402  (this folder, run as a script)
 from gibbs_reference import gibbs_chains  # noqa: E402
 
 # A draw whose allocation probabilities are further than this (mean total variation per row)

@@ -27,7 +27,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
-from _provenance import commit  # noqa: E402  (this folder, run as a script)
+from _common import commit  # noqa: E402  (this folder, run as a script)
 from arviz_stats.base import array_stats  # noqa: E402
 
 import bayesgmm as bg  # noqa: E402
